@@ -1,0 +1,284 @@
+"""The ``tcan-live`` command line: options -> settings -> one library call per command.
+
+Heavy imports (torch, zmq, napari) happen inside the commands so ``tcan-live --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tcan_live import __version__
+from tcan_live.errors import TcanError
+
+log = logging.getLogger("tcan_live")
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# -----------------------------------------------------------------------------------------
+# models
+
+
+@command("models")
+def cmd_models(args: argparse.Namespace) -> int:
+    from tcan_live.sr.card import installed_models, model_dirs, resolve_model
+
+    if args.models_action == "export":
+        from tcan_live.sr.onnx_export import export_onnx
+
+        out = export_onnx(resolve_model(args.model), Path(args.out) if args.out else None,
+                          size=args.size)
+        print(f"wrote {out.path} (max abs difference to PyTorch {out.max_abs_diff:.2e})")
+        return 0
+    models = installed_models()
+    if not models:
+        dirs = ", ".join(map(str, model_dirs())) or "none found"
+        print(f"no models installed (searched: {dirs}); train one with `tcan-live train`")
+        return 1
+    try:
+        default = resolve_model(None).name
+    except TcanError:
+        default = None
+    for folder, card in models:
+        mark = "*" if folder.name == default else " "
+        if isinstance(card, TcanError):
+            print(f"{mark} {folder.name:24s} BROKEN: {card}")
+        else:
+            a = card.architecture
+            print(f"{mark} {folder.name:24s} {a.name} unet={list(a.unet_widths)} "
+                  f"dfcan={a.dfcan_width} pixel={card.pixel_size_um} um  {folder}")
+    return 0
+
+
+# -----------------------------------------------------------------------------------------
+# training side
+
+
+@command("simulate")
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from tcan_live.train.simulate import Camera, Optics
+
+    optics = Optics(pixel_size_um=args.pixel_size_um, confocal_fwhm_nm=args.confocal_fwhm_nm,
+                    sted_fwhm_nm=args.sted_fwhm_nm)
+    camera = (None if args.photons is None else
+              Camera(photons=args.photons, background=args.background))
+    structures = tuple(args.structures.split(",")) if args.structures else None
+    if args.timelapse:
+        from tcan_live.train.timelapse import TimelapseSpec, write_timelapse
+
+        spec = TimelapseSpec(frames=args.frames, size=args.size, interval_s=args.interval,
+                             drift_px_per_frame=args.drift, layout=args.layout, seed=args.seed,
+                             channels=args.channels)
+        out = write_timelapse(Path(args.out), spec, optics,
+                              camera or Camera(photons=60.0, background=3.0))
+        print(f"wrote time-lapse to {out}")
+        return 0
+    from tcan_live.train.dataset import simulate_dataset
+
+    paths = simulate_dataset(Path(args.out), n=args.n, size=args.size, seed=args.seed,
+                             optics=optics, camera=camera, structures=structures)  # type: ignore[arg-type]
+    print(f"wrote {len(paths)} pairs to {args.out}")
+    return 0
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    from tcan_live.train.run import train_from_cli
+
+    return train_from_cli(args)
+
+
+@command("evaluate")
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tcan_live.train.evaluate import evaluate_from_cli
+
+    return evaluate_from_cli(args)
+
+
+# -----------------------------------------------------------------------------------------
+# inference side
+
+
+@command("enhance")
+def cmd_enhance(args: argparse.Namespace) -> int:
+    from tcan_live.enhance_files import enhance_from_cli
+
+    return enhance_from_cli(args)
+
+
+@command("watch")
+def cmd_watch(args: argparse.Namespace) -> int:
+    from tcan_live.daemon import watch_from_cli
+
+    return watch_from_cli(args)
+
+
+@command("demo")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tcan_live.demo import run_demo
+
+    return run_demo(args)
+
+
+# -----------------------------------------------------------------------------------------
+# parser
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model id or folder (default: the default model)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--tile", type=int, default=None, help="tile size in px (default: card's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tcan-live",
+        description="Live TCAN super-resolution for confocal time-lapses: watch a folder, "
+        "enhance every new frame, publish raw and enhanced frames over ZeroMQ.",
+    )
+    parser.add_argument("--version", action="version", version=f"tcan-live {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("enhance", help="enhance ND2/TIFF files into OME-TIFFs")
+    p.add_argument("inputs", nargs="+", help="ND2 / TIFF / OME-TIFF files or NDTiff folders")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_model_options(p)
+    p.add_argument("--pixel-size-um", type=float, default=None,
+                   help="input pixel size when the file has none (or to override it)")
+    p.add_argument("--keep-model-grid", action="store_true",
+                   help="write on the model's pixel grid instead of the input grid")
+    p.add_argument("--residual", action="store_true",
+                   help="also write the trust-check residual map (<name>_residual.ome.tif)")
+
+    p = sub.add_parser("models", help="list installed models, or export one to ONNX")
+    p.add_argument("models_action", nargs="?", choices=["list", "export"], default="list")
+    p.add_argument("--model", default=None)
+    p.add_argument("--onnx", action="store_true", help="(export) write ONNX (the only format)")
+    p.add_argument("--out", default=None, help="(export) output .onnx path")
+    p.add_argument("--size", type=int, default=256, help="(export) tile size for the check")
+
+    p = sub.add_parser("simulate", help="simulate confocal/STED training pairs or a time-lapse")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--n", type=int, default=100, help="number of pairs")
+    p.add_argument("--size", type=int, default=256, help="image size in px")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pixel-size-um", type=float, default=0.05)
+    p.add_argument("--confocal-fwhm-nm", type=float, default=230.0)
+    p.add_argument("--sted-fwhm-nm", type=float, default=80.0)
+    p.add_argument("--photons", type=float, default=None,
+                   help="fixed peak photons of a point (default: random per image)")
+    p.add_argument("--background", type=float, default=2.0, help="with --photons: photons/px")
+    p.add_argument("--structures", default=None,
+                   help="comma list of filaments,beads,rings,actin (default: random mix)")
+    p.add_argument("--timelapse", action="store_true", help="write a time-lapse instead")
+    p.add_argument("--frames", type=int, default=20, help="(time-lapse) number of frames")
+    p.add_argument("--interval", type=float, default=0.0, help="(time-lapse) seconds per frame")
+    p.add_argument("--drift", type=float, default=0.3, help="(time-lapse) drift px per frame")
+    p.add_argument("--channels", type=int, default=1, help="(time-lapse) 1 or 2 channels")
+    p.add_argument("--layout", choices=["files", "ome-stack"], default="files",
+                   help="(time-lapse) one TIFF per frame, or one growing OME-TIFF")
+
+    p = sub.add_parser("train", help="train or fine-tune TCAN on confocal/STED pairs")
+    p.add_argument("pairs", help="pair folder or file (see docs/training.md)")
+    p.add_argument("--out", required=True, help="model folder to write (resumes if present)")
+    p.add_argument("--id", default=None, help="model id (default: the folder name)")
+    p.add_argument("--preset", default="small", help="tcan (paper widths) | small | tiny")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--patch", type=int, default=256)
+    p.add_argument("--pixel-loss", choices=["mse", "l1"], default="mse")
+    p.add_argument("--w-pixel", type=float, default=1.0)
+    p.add_argument("--w-adv", type=float, default=0.01)
+    p.add_argument("--w-ssim", type=float, default=1.0)
+    p.add_argument("--lr-g", type=float, default=1e-4)
+    p.add_argument("--lr-d", type=float, default=5e-5)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--max-hours", type=float, default=None, help="stop (and save) after this")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--planes", default="0,1", help="confocal,STED plane of pair stacks")
+    p.add_argument("--pixel-size-um", type=float, default=0.05, help="pixel size of the pairs")
+    p.add_argument("--init", default=None, help="start from this model (transfer learning)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("evaluate", help="paper metrics of a model on confocal/STED pairs")
+    p.add_argument("pairs", help="pair folder or file")
+    p.add_argument("--model", default=None)
+    p.add_argument("--out", default=None, help="folder for CSV, Markdown and plots")
+    p.add_argument("--planes", default="0,1")
+    p.add_argument("--pixel-size-um", type=float, default=None,
+                   help="pixel size of the pairs when the files do not say")
+    p.add_argument("--confocal-fwhm-nm", type=float, default=230.0,
+                   help="PSF for Richardson-Lucy and the trust check")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
+
+    p = sub.add_parser("watch", help="the daemon: watch a folder, enhance and publish new frames")
+    p.add_argument("folder", nargs="?", default=None, help="acquisition folder to watch")
+    p.add_argument("--config", default=None, help="TOML configuration file")
+    p.add_argument("--output", default=None, help="where enhanced OME-TIFFs go")
+    p.add_argument("--endpoint", default=None, help="publish endpoint (tcp://127.0.0.1:5557)")
+    p.add_argument("--mode", choices=["all", "latest"], default=None)
+    p.add_argument("--poll", action="store_true", default=None,
+                   help="poll the folder instead of OS events (network shares)")
+    p.add_argument("--settle", type=float, default=None, help="seconds a file must be quiet")
+    p.add_argument("--allow-remote", action="store_true", default=None,
+                   help="allow binding a non-loopback interface (use with --curve-keys)")
+    p.add_argument("--curve-keys", default=None, help="folder with CURVE server/client keys")
+    p.add_argument("--log-file", default=None)
+    p.add_argument("--no-panel", action="store_true", help="plain logs even on a terminal")
+    p.add_argument("--pixel-size-um", type=float, default=None)
+    p.add_argument("--ingest", default=None, help="also accept pushed frames on this endpoint")
+    _add_model_options(p)
+
+    p = sub.add_parser("demo", help="simulate a live acquisition and watch it (the main job)")
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--out", default="demo-output", help="folder for the montage and outputs")
+    _add_model_options(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except TcanError as err:
+        print(f"tcan-live: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tcan-live: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

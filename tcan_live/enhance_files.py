@@ -1,0 +1,133 @@
+"""``tcan-live enhance``: whole files in, ``<name>_tcan.ome.tif`` out (same layout, float32)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tcan_live.errors import TcanError
+from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
+from tcan_live.sources.readers import StackInfo, open_stack
+
+log = logging.getLogger(__name__)
+IN_MEMORY_LIMIT = 2 * 2**30
+STRIP_SUFFIXES = (".ome", ".tif", ".tiff", ".nd2", ".btf")
+
+
+def output_name(path: Path, tag: str = "tcan") -> str:
+    name = path.name
+    while True:
+        stem, dot, suffix = name.rpartition(".")
+        if dot and "." + suffix.lower() in STRIP_SUFFIXES:
+            name = stem
+        else:
+            break
+    return f"{name}_{tag}.ome.tif"
+
+
+def _allocate(shape: tuple[int, ...], folder: Path, stack: contextlib.ExitStack) -> np.ndarray:
+    nbytes = int(np.prod(shape, dtype=np.int64)) * 4
+    if nbytes < IN_MEMORY_LIMIT:
+        return np.zeros(shape, np.float32)
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=folder, prefix=".tcan-"))
+    return np.lib.format.open_memmap(Path(tmp) / "buf.npy", "w+", np.float32, shape)
+
+
+def enhance_file(
+    enhancer: object, path: Path, out_dir: Path, *, pixel_size_um: float | None = None,
+    keep_model_grid: bool = False, residual: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Enhance every plane of one input; returns the files written (nothing on failure)."""
+    from tcan_live.sr.enhancer import Enhancer
+    from tcan_live.sr.resample import resample_to_shape
+    from tcan_live.sr.trust import trust_check
+
+    assert isinstance(enhancer, Enhancer)
+    reader = open_stack(path)
+    with reader, contextlib.ExitStack() as stack:
+        info = reader.info
+        px = pixel_size_um or info.pixel_size_um
+        out: np.ndarray | None = None
+        res: np.ndarray | None = None
+        out_px = px
+        for k, (idx, frame) in enumerate(reader.planes()):
+            result = enhancer.enhance(frame.data, px, keep_model_grid=keep_model_grid,
+                                      source=str(path))
+            if out is None:
+                out = _allocate(info.shape + result.image.shape, out_dir, stack)
+                out_px = result.pixel_size_um
+                if residual:
+                    res = _allocate(info.shape + info.plane_shape, out_dir, stack)
+            out[idx] = result.image
+            if res is not None:
+                grid_out = (resample_to_shape(result.image, info.plane_shape)
+                            if keep_model_grid else result.image)
+                res[idx] = trust_check(frame.data.astype(np.float32), grid_out,
+                                       px or enhancer.pixel_size_um,
+                                       confocal_fwhm_nm=enhancer.card.confocal_fwhm_nm,
+                                       target_fwhm_nm=enhancer.card.target_fwhm_nm).residual
+            if progress:
+                progress(k + 1, info.n_planes)
+        if out is None:
+            raise TcanError(f"{path}: no planes to enhance")
+        written = [write_ome_tiff(out_dir / output_name(path), out, _meta(info, out_px, enhancer))]
+        if res is not None:
+            written.append(write_ome_tiff(out_dir / output_name(path, "residual"), res,
+                                          _meta(info, px, enhancer)))
+        return written
+
+
+def _meta(info: StackInfo, px: float | None, enhancer: object) -> OmeMeta:
+    model = getattr(enhancer, "model_id", "?")
+    return OmeMeta(axes=info.axes, pixel_size_um=px, channel_names=info.channel_names,
+                   time_increment_s=info.time_increment_s, z_step_um=info.z_step_um,
+                   description=f"Enhanced by tcan-live with model {model} from {info.path.name}")
+
+
+def enhance_from_cli(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tcan_live.sr.enhancer import Enhancer
+
+    enhancer = Enhancer(args.model, device=args.device, tile=args.tile)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                  console=_stderr_console(), transient=True) as prog:
+        for name in args.inputs:
+            path = Path(name)
+            task = prog.add_task(path.name, total=None)
+
+            def update(done: int, total: int, task: int = task) -> None:
+                prog.update(task, completed=done, total=total)
+
+            try:
+                written = enhance_file(enhancer, path, out_dir, pixel_size_um=args.pixel_size_um,
+                                       keep_model_grid=args.keep_model_grid,
+                                       residual=args.residual, progress=update)
+                for w in written:
+                    prog.console.print(f"wrote {w}")
+            except TcanError as err:
+                failures += 1
+                print(f"tcan-live: error: {err}", file=sys.stderr)
+            except Exception as err:  # a reader library failing in an unforeseen way
+                failures += 1
+                print(f"tcan-live: error: {path}: {type(err).__name__}: {err}", file=sys.stderr)
+            prog.remove_task(task)
+    return 1 if failures else 0
+
+
+def _stderr_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)

@@ -1,0 +1,74 @@
+"""OME-TIFF writing with physical metadata, atomically (temporary name, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BIGTIFF_BYTES = 2**31
+
+
+@dataclass(frozen=True)
+class OmeMeta:
+    """What goes into the OME-XML. ``axes`` are the array's leading axes (letters of PTCZ)."""
+
+    axes: str
+    pixel_size_um: float | None = None
+    channel_names: Sequence[str] = ()
+    time_increment_s: float | None = None
+    z_step_um: float | None = None
+    description: str | None = None
+
+
+def ome_metadata(meta: OmeMeta, axes: str, n_channels: int) -> dict[str, object]:
+    md: dict[str, object] = {"axes": axes + "YX"}
+    if meta.pixel_size_um:
+        md.update(PhysicalSizeX=meta.pixel_size_um, PhysicalSizeY=meta.pixel_size_um,
+                  PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
+    if meta.z_step_um and "Z" in axes:
+        md.update(PhysicalSizeZ=meta.z_step_um, PhysicalSizeZUnit="µm")
+    if meta.time_increment_s and "T" in axes:
+        md.update(TimeIncrement=meta.time_increment_s, TimeIncrementUnit="s")
+    names = list(meta.channel_names)[:n_channels]
+    if names and len(names) == n_channels:
+        md["Channel"] = {"Name": names}
+    if meta.description:
+        md["Description"] = meta.description
+    return md
+
+
+def _positions(data: np.ndarray, axes: str) -> Iterator[tuple[np.ndarray, str]]:
+    """Split off the position axis: one OME Image (series) per stage position."""
+    if "P" not in axes:
+        yield data, axes
+        return
+    i = axes.index("P")
+    rest = axes.replace("P", "")
+    for p in range(data.shape[i]):
+        yield np.take(data, p, axis=i), rest
+
+
+def write_ome_tiff(path: Path, data: np.ndarray, meta: OmeMeta) -> Path:
+    """Write ``data`` (leading axes ``meta.axes`` + YX) to ``path`` atomically."""
+    import tifffile
+
+    if data.ndim != len(meta.axes) + 2:
+        raise ValueError(f"data has {data.ndim} dims, axes {meta.axes!r}+YX need "
+                         f"{len(meta.axes) + 2}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with tifffile.TiffWriter(tmp, ome=True, bigtiff=data.nbytes >= BIGTIFF_BYTES) as tw:
+            for block, axes in _positions(data, meta.axes):
+                n_c = block.shape[axes.index("C")] if "C" in axes else 1
+                tw.write(block, metadata=ome_metadata(meta, axes, n_c), photometric="minisblack")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path

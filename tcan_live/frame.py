@@ -1,0 +1,43 @@
+"""Frame: one 2-D image plane with its indices and metadata. numpy only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, order=True)
+class FrameIndex:
+    """Position of a plane in its acquisition: time, channel, z, stage position."""
+
+    t: int = 0
+    c: int = 0
+    z: int = 0
+    p: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"t": self.t, "c": self.c, "z": self.z, "p": self.p}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A plane of pixels and what is known about it.
+
+    ``stream`` names the acquisition the frame belongs to (usually the source file or dataset);
+    frames of one stream share shape, dtype and pixel size.
+    """
+
+    data: np.ndarray
+    index: FrameIndex = FrameIndex()
+    pixel_size_um: float | None = None
+    channel_name: str | None = None
+    time_s: float | None = None  # acquisition time stamp relative to the stream start
+    stream: str = ""
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)

@@ -1,0 +1,311 @@
+"""Readers: ND2 (nd2), TIFF / OME-TIFF / ImageJ / Micro-Manager MMStack (tifffile), NDTiff
+(ndstorage). Each yields 2-D frames with their indices and metadata.
+
+A reader describes its stack with :class:`StackInfo`: the leading axes in array order (letters
+from ``PTCZ``: position, time, channel, z; the plane is always YX) and their sizes, so that a
+writer can reproduce the layout. :meth:`StackReader.planes` yields ``(array index, Frame)`` in
+the file's natural order; ``start`` skips planes already seen (the daemon uses this).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from tcan_live.errors import ReadError, UnsupportedInputError
+from tcan_live.frame import Frame, FrameIndex
+from tcan_live.sources import tiffmeta
+
+log = logging.getLogger(__name__)
+AXIS_TO_FIELD = {"T": "t", "C": "c", "Z": "z", "P": "p"}
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float16", "float32",
+                    "float64")
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    path: Path
+    format: str
+    axes: str  # leading axes in array order, letters from "PTCZ"
+    shape: tuple[int, ...]  # sizes of the leading axes
+    plane_shape: tuple[int, int]
+    dtype: np.dtype[Any]
+    pixel_size_um: float | None = None
+    channel_names: tuple[str, ...] = ()
+    time_increment_s: float | None = None
+    z_step_um: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_planes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def stream(self) -> str:
+        return str(self.path)
+
+    def frame_index(self, idx: tuple[int, ...]) -> FrameIndex:
+        return FrameIndex(**{AXIS_TO_FIELD[a]: int(i) for a, i in zip(self.axes, idx, strict=True)})
+
+    def channel_name(self, idx: FrameIndex) -> str | None:
+        return self.channel_names[idx.c] if idx.c < len(self.channel_names) else None
+
+
+class StackReader(Protocol):
+    info: StackInfo
+
+    def planes(self, start: int = 0) -> Iterator[tuple[tuple[int, ...], Frame]]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> StackReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def check_dtype(path: Path, dtype: np.dtype[Any]) -> None:
+    if dtype.name not in SUPPORTED_DTYPES:
+        raise UnsupportedInputError(path, f"pixel type {dtype} is not supported "
+                                          f"(expected one of {', '.join(SUPPORTED_DTYPES)})")
+
+
+def make_frame(info: StackInfo, idx: tuple[int, ...], data: np.ndarray,
+               time_s: float | None) -> Frame:
+    findex = info.frame_index(idx)
+    if time_s is None and info.time_increment_s is not None:
+        time_s = findex.t * info.time_increment_s
+    return Frame(data=data, index=findex, pixel_size_um=info.pixel_size_um,
+                 channel_name=info.channel_name(findex), time_s=time_s, stream=info.stream,
+                 source=str(info.path))
+
+
+class _Closing:
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> _Closing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# ND2
+
+
+class ND2Reader(_Closing):
+    def __init__(self, path: Path) -> None:
+        import nd2
+
+        self.path = path
+        try:
+            self._f = nd2.ND2File(path)
+        except Exception as err:
+            raise ReadError(path, f"not a readable ND2 file ({type(err).__name__}: {err})") from err
+        try:
+            self.info = self._describe()
+        except UnsupportedInputError:
+            self._f.close()
+            raise
+        except Exception as err:
+            self._f.close()
+            reason = ("incomplete ND2 (no chunk map at the end: truncated or still being written)"
+                      if "ChunkMap" in str(err) else f"corrupt ND2 ({type(err).__name__}: {err})")
+            raise ReadError(path, reason) from err
+
+    def _describe(self) -> StackInfo:
+        f = self._f
+        sizes = dict(f.sizes)
+        if sizes.get("S", 1) > 1:
+            raise UnsupportedInputError(self.path, "RGB ND2 files are not supported")
+        check_dtype(self.path, np.dtype(f.dtype))
+        unknown = set(sizes) - {"T", "P", "Z", "C", "Y", "X", "S"}
+        if unknown:
+            raise UnsupportedInputError(self.path, f"unsupported ND2 axes {sorted(unknown)}")
+        axes = "".join(a for a in sizes if a in "TPZC")
+        vox = f.voxel_size()
+        names = tuple(c.channel.name for c in (f.metadata.channels or []))
+        period = None
+        for loop in f.experiment:
+            if loop.type == "TimeLoop":
+                period = (loop.parameters.periodDiff.avg or loop.parameters.periodMs) / 1000.0
+        return StackInfo(
+            path=self.path, format="nd2", axes=axes, shape=tuple(sizes[a] for a in axes),
+            plane_shape=(sizes["Y"], sizes["X"]), dtype=np.dtype(f.dtype),
+            pixel_size_um=float(vox.x) if vox.x and vox.x > 0 else None, channel_names=names,
+            time_increment_s=period or None, z_step_um=float(vox.z) if "Z" in axes else None,
+        )
+
+    def planes(self, start: int = 0) -> Iterator[tuple[tuple[int, ...], Frame]]:
+        info, n_c = self.info, self.info.shape[self.info.axes.index("C")] if "C" in self.info.axes else 1
+        for seq, loop in enumerate(self._f.loop_indices):
+            if (seq + 1) * n_c <= start:
+                continue
+            # copy: nd2 returns a view into its memory map, invalid once the file is closed
+            frame = np.array(self._f.read_frame(seq)).reshape(n_c, *info.plane_shape)
+            for c in range(n_c):
+                if seq * n_c + c < start:
+                    continue
+                pos = {**loop, "C": c}
+                idx = tuple(int(pos.get(a, 0)) for a in info.axes)
+                yield idx, make_frame(info, idx, frame[c], self._time(seq, c))
+
+    def _time(self, seq: int, c: int) -> float | None:
+        try:
+            return float(self._f.frame_metadata(seq).channels[c].time.relativeTimeMs) / 1000.0
+        except (IndexError, AttributeError, KeyError, ValueError):
+            return None
+
+    def close(self) -> None:
+        self._f.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# TIFF family
+
+
+class TiffReader(_Closing):
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        self.path = path
+        try:
+            self._tif = tifffile.TiffFile(path)
+            series = self._tif.series
+        except Exception as err:
+            raise ReadError(path, f"not a readable TIFF file ({type(err).__name__}: {err})") from err
+        if not series:
+            self._tif.close()
+            raise ReadError(path, "TIFF file holds no images")
+        try:
+            self.info, self._n_series = tiffmeta.describe(path, self._tif)
+        except Exception:
+            self._tif.close()
+            raise
+        check_dtype(path, self.info.dtype)
+
+    def planes(self, start: int = 0) -> Iterator[tuple[tuple[int, ...], Frame]]:
+        info = self.info
+        per_series = info.n_planes // self._n_series
+        times = info.extra.get("plane_times", {})
+        for k in range(start, info.n_planes):
+            s, key = divmod(k, per_series)
+            try:
+                data = self._tif.series[s].asarray(key=key)
+            except Exception as err:
+                raise ReadError(self.path, f"plane {k} unreadable ({type(err).__name__}: "
+                                           f"{err})") from err
+            idx = tuple(int(i) for i in np.unravel_index(k, info.shape)) if info.shape else ()
+            data = np.asarray(data).reshape(info.plane_shape)
+            yield idx, make_frame(info, idx, data, times.get(idx))
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# NDTiff (Micro-Manager 2 / pycromanager)
+
+NDTIFF_AXES = {"position": "P", "time": "T", "channel": "C", "z": "Z"}
+
+
+class NDTiffReader(_Closing):
+    def __init__(self, path: Path) -> None:
+        from ndstorage import Dataset
+
+        self.path = path
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # ndstorage prints progress
+                self._ds = Dataset(str(path))
+        except Exception as err:
+            raise ReadError(path, f"not a readable NDTiff dataset ({type(err).__name__}: "
+                                  f"{err})") from err
+        self.info = self._describe()
+
+    def _describe(self) -> StackInfo:
+        ds = self._ds
+        ds_axes = {k: list(v) for k, v in ds.axes.items()}
+        bad = [k for k, v in ds_axes.items() if k not in NDTIFF_AXES and len(v) > 1]
+        if bad:
+            raise UnsupportedInputError(self.path, f"unsupported NDTiff axes {bad}")
+        names = [k for k in NDTIFF_AXES if k in ds_axes]
+        self._values = {k: ds_axes[k] for k in names}
+        keys = self._keys()
+        first = ds.read_metadata(**dict(keys[0])) if keys else {}
+        px = first.get("PixelSizeUm") or ds.summary_metadata.get("PixelSize_um")
+        channels = tuple(str(c) for c in self._values.get("channel", []))
+        return StackInfo(
+            path=self.path, format="ndtiff", axes="".join(NDTIFF_AXES[k] for k in names),
+            shape=tuple(len(self._values[k]) for k in names),
+            plane_shape=(int(ds.image_height), int(ds.image_width)), dtype=np.dtype(ds.dtype),
+            pixel_size_um=float(px) if px else None, channel_names=channels,
+            time_increment_s=_ms(ds.summary_metadata.get("Interval_ms")),
+        )
+
+    def _keys(self) -> list[tuple[tuple[str, Any], ...]]:
+        return [tuple(sorted(dict(k).items())) for k in self._ds.index]
+
+    def planes(self, start: int = 0) -> Iterator[tuple[tuple[int, ...], Frame]]:
+        names = [k for k in NDTIFF_AXES if k in self._values]
+        for key in self._keys()[start:]:
+            axes = dict(key)
+            idx = tuple(self._values[n].index(axes.get(n, self._values[n][0])) for n in names)
+            data = np.array(self._ds.read_image(**axes))  # copy out of the memory map
+            meta = self._ds.read_metadata(**axes)
+            yield idx, make_frame(self.info, idx, data, _ms(meta.get("ElapsedTime-ms")))
+
+    def close(self) -> None:
+        self._ds.close()
+
+
+def _ms(value: Any) -> float | None:
+    try:
+        return float(value) / 1000.0 if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def is_ndtiff_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "NDTiff.index").is_file()
+
+
+def open_stack(path: str | Path) -> StackReader:
+    """Open an ND2 file, a TIFF-family file or an NDTiff dataset folder."""
+    path = Path(path)
+    if is_ndtiff_dir(path):
+        return NDTiffReader(path)
+    if path.is_dir():
+        raise UnsupportedInputError(path, "a folder that is not an NDTiff dataset")
+    if not path.exists():
+        raise ReadError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise ReadError(path, "file is empty (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix == ".nd2":
+        return ND2Reader(path)
+    if suffix in (".tif", ".tiff", ".btf", ".tf8"):
+        if path.parent.joinpath("NDTiff.index").is_file():
+            return NDTiffReader(path.parent)
+        return TiffReader(path)
+    raise UnsupportedInputError(path, f"unsupported file type {suffix or '(none)'!r}; "
+                                      "expected .nd2, .tif/.tiff or an NDTiff folder")
+
+
+def read_frames(path: str | Path, start: int = 0) -> Iterator[Frame]:
+    reader = open_stack(path)
+    try:
+        for _, frame in reader.planes(start):
+            yield frame
+    finally:
+        reader.close()

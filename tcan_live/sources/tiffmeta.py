@@ -1,0 +1,170 @@
+"""Metadata of TIFF-family files (OME, ImageJ, Micro-Manager, plain) -> StackInfo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tcan_live.errors import UnsupportedInputError
+
+if TYPE_CHECKING:
+    import tifffile
+
+    from tcan_live.sources.readers import StackInfo
+
+# tifffile axis codes -> ours (T time, C channel, Z depth, P position)
+AXIS_MAP = {"T": "T", "I": "T", "Q": "T", "C": "C", "Z": "Z", "R": "P", "M": "P", "P": "P",
+            "V": "P"}
+UNIT_TO_UM = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "\\u00B5m": 1.0, "mm": 1e3,
+              "cm": 1e4, "m": 1e6}
+TIME_TO_S = {"ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def describe(path: Path, tif: tifffile.TiffFile) -> tuple[StackInfo, int]:
+    from tcan_live.sources.readers import StackInfo
+
+    series = list(tif.series)
+    s0 = series[0]
+    n_series = 1
+    if tif.is_ome and len(series) > 1 and all(
+        s.shape == s0.shape and s.dtype == s0.dtype and s.axes == s0.axes for s in series
+    ):
+        n_series = len(series)  # one OME Image per stage position
+    axes, shape, plane = _map_axes(path, s0.axes, s0.shape)
+    if n_series > 1:
+        if "P" in axes:
+            raise UnsupportedInputError(path, "positions both as series and as an axis")
+        axes, shape = "P" + axes, (n_series, *shape)
+    meta = _ome(tif) if tif.is_ome else {}
+    if not meta.get("pixel_size_um"):
+        meta.update({k: v for k, v in _imagej(tif).items() if v is not None})
+    if not meta.get("pixel_size_um"):
+        meta["pixel_size_um"] = _resolution(tif)
+    fmt = ("mmstack" if tif.is_micromanager else "ome-tiff" if tif.is_ome else
+           "imagej" if tif.is_imagej else "tiff")
+    if tif.is_micromanager:
+        _micromanager(tif, meta)
+    info = StackInfo(
+        path=path, format=fmt, axes=axes, shape=shape, plane_shape=plane, dtype=np.dtype(s0.dtype),
+        pixel_size_um=meta.get("pixel_size_um"), channel_names=tuple(meta.get("channels", ())),
+        time_increment_s=meta.get("time_increment_s"), z_step_um=meta.get("z_step_um"),
+        extra={"plane_times": _plane_times(meta, axes)},
+    )
+    return info, n_series
+
+
+def _map_axes(path: Path, axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...],
+                                                                      tuple[int, int]]:
+    if "S" in axes and shape[axes.index("S")] > 1:
+        raise UnsupportedInputError(path, f"RGB/multi-sample images are not supported "
+                                          f"(axes {axes}, shape {shape})")
+    if not axes.endswith("YX") and not (axes.endswith("YXS")):
+        raise UnsupportedInputError(path, f"unsupported TIFF layout: axes {axes}, shape {shape}")
+    plane = (shape[axes.index("Y")], shape[axes.index("X")])
+    out_axes, out_shape = "", []
+    for a, n in zip(axes, shape, strict=True):
+        if a in "YXS":
+            continue
+        ours = AXIS_MAP.get(a)
+        if ours is None or ours in out_axes:
+            if n == 1:
+                continue
+            raise UnsupportedInputError(path, f"unsupported TIFF axis {a!r} (axes {axes})")
+        out_axes += ours
+        out_shape.append(n)
+    return out_axes, tuple(out_shape), plane
+
+
+def _ome(tif: tifffile.TiffFile) -> dict[str, Any]:
+    import tifffile
+
+    try:
+        ome = tifffile.xml2dict(tif.ome_metadata or "")["OME"]
+    except Exception:
+        return {}
+    image = ome.get("Image")
+    image = image[0] if isinstance(image, list) else image
+    if not image:
+        return {}
+    pix = image.get("Pixels", {})
+    out: dict[str, Any] = {}
+    size = pix.get("PhysicalSizeX")
+    if size:
+        out["pixel_size_um"] = float(size) * UNIT_TO_UM.get(pix.get("PhysicalSizeXUnit", "µm"), 1)
+    if pix.get("PhysicalSizeZ"):
+        out["z_step_um"] = float(pix["PhysicalSizeZ"]) * UNIT_TO_UM.get(
+            pix.get("PhysicalSizeZUnit", "µm"), 1)
+    if pix.get("TimeIncrement"):
+        out["time_increment_s"] = float(pix["TimeIncrement"]) * TIME_TO_S.get(
+            pix.get("TimeIncrementUnit", "s"), 1)
+    channels = pix.get("Channel", [])
+    channels = channels if isinstance(channels, list) else [channels]
+    out["channels"] = [str(c.get("Name", f"C{i}")) for i, c in enumerate(channels)]
+    planes = pix.get("Plane", [])
+    out["planes"] = planes if isinstance(planes, list) else [planes]
+    return out
+
+
+def _imagej(tif: tifffile.TiffFile) -> dict[str, Any]:
+    ij = tif.imagej_metadata or {}
+    if not ij:
+        return {}
+    out: dict[str, Any] = {}
+    unit = str(ij.get("unit", "")).replace("\\u00B5", "µ")
+    if unit in UNIT_TO_UM:
+        px = _resolution(tif, assume_unit=UNIT_TO_UM[unit])
+        out["pixel_size_um"] = px
+    if ij.get("finterval"):
+        out["time_increment_s"] = float(ij["finterval"])
+    if ij.get("spacing") and unit in UNIT_TO_UM:
+        out["z_step_um"] = float(ij["spacing"]) * UNIT_TO_UM[unit]
+    labels = ij.get("Labels")
+    if isinstance(labels, list):
+        out["channels"] = [str(x) for x in labels]
+    return out
+
+
+def _resolution(tif: tifffile.TiffFile, assume_unit: float | None = None) -> float | None:
+    page = tif.pages.first
+    tag, unit_tag = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
+    if tag is None:
+        return None
+    num, den = tag.value
+    if not num or not den:
+        return None
+    per_unit = num / den
+    unit = int(unit_tag.value) if unit_tag is not None else 1
+    if assume_unit is not None:
+        um_per_unit = assume_unit
+    elif unit == 2:
+        um_per_unit = 25400.0
+    elif unit == 3:
+        um_per_unit = 1e4
+    else:
+        return None
+    px = um_per_unit / per_unit
+    return px if 1e-4 < px < 1e4 else None
+
+
+def _micromanager(tif: tifffile.TiffFile, meta: dict[str, Any]) -> None:
+    summary = (tif.micromanager_metadata or {}).get("Summary", {}) or {}
+    if not meta.get("pixel_size_um") and summary.get("PixelSize_um"):
+        meta["pixel_size_um"] = float(summary["PixelSize_um"])
+    if not meta.get("channels") and summary.get("ChNames"):
+        meta["channels"] = [str(c) for c in summary["ChNames"]]
+    if not meta.get("time_increment_s") and summary.get("Interval_ms"):
+        meta["time_increment_s"] = float(summary["Interval_ms"]) / 1000.0
+
+
+def _plane_times(meta: dict[str, Any], axes: str) -> dict[tuple[int, ...], float]:
+    """OME Plane DeltaT values keyed by the array index (first image only)."""
+    times: dict[tuple[int, ...], float] = {}
+    for p in meta.get("planes", []):
+        if not isinstance(p, dict) or p.get("DeltaT") is None:
+            continue
+        pos = {"T": p.get("TheT", 0), "C": p.get("TheC", 0), "Z": p.get("TheZ", 0), "P": 0}
+        scale = TIME_TO_S.get(p.get("DeltaTUnit", "s"), 1.0)
+        times[tuple(int(pos[a]) for a in axes)] = float(p["DeltaT"]) * scale
+    return times

@@ -1,0 +1,199 @@
+"""Enhancer: the resident TCAN engine (model loaded once, kept on the device).
+
+Per frame: percentile normalisation -> resample to the model's pixel size -> overlapping tiles
+-> generator (batched) -> blended stitch -> resample back to the input grid (unless asked to keep
+the model grid) -> denormalisation to the input's intensity units. Every step but the forward
+pass is numpy; only this module moves data to and from torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tcan_live.errors import UnsupportedInputError
+from tcan_live.sr.card import Card, resolve_model
+from tcan_live.sr.model import load_generator
+from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_affine
+from tcan_live.sr.resample import check_factor, resample, resample_to_shape
+from tcan_live.sr.network import UNET_DEPTH
+from tcan_live.sr.tiling import Stitcher, Tile, pad_to, plan_tiles
+
+log = logging.getLogger(__name__)
+MIN_TILE = 64
+ALIGN = 2**UNET_DEPTH  # pooling period of the U-net
+
+
+class _OutOfMemory(RuntimeError):
+    """A batch did not fit: real CUDA OOM, or the configured pixel budget was exceeded."""
+
+
+@dataclass
+class EnhanceResult:
+    image: np.ndarray  # float32, input intensity units
+    pixel_size_um: float | None  # of ``image``
+    affine: Affine
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    tile: int = 0
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedInputError("--device", f"{spec} requested but CUDA is not available")
+    return dev
+
+
+class Enhancer:
+    """Load a model once; :meth:`enhance` 2-D frames of any size and pixel size."""
+
+    def __init__(
+        self, model: str | Path | None = None, *, device: str = "auto", tile: int | None = None,
+        overlap: int | None = None, batch: int = 4, precision: str = "auto",
+        memory_budget_px: int | None = None, warmup: bool = True,
+    ) -> None:
+        self.folder = resolve_model(model)
+        card, generator = load_generator(self.folder)
+        self.card: Card = card
+        self.device = pick_device(device)
+        self.tile = _round_up(int(tile or card.tiling.tile), ALIGN)
+        self.overlap = _round_up(int(card.tiling.overlap if overlap is None else overlap), ALIGN)
+        self.batch = max(int(batch), 1)
+        self.memory_budget_px = memory_budget_px
+        self.dtype = self._autocast_dtype(precision)
+        self.generator = generator.to(self.device).eval()
+        if self.device.type == "cpu":
+            self.generator = self.generator.to(memory_format=torch.contiguous_format)
+        if warmup:
+            self.warmup()
+
+    # -- set-up --------------------------------------------------------------------------
+    def _autocast_dtype(self, precision: str) -> torch.dtype | None:
+        if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
+            return None
+        if precision in ("bf16", "auto"):
+            return torch.bfloat16
+        if precision == "fp16":
+            return torch.float16
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+
+    @property
+    def model_id(self) -> str:
+        return self.card.id
+
+    @property
+    def pixel_size_um(self) -> float:
+        return self.card.pixel_size_um
+
+    def warmup(self) -> None:
+        t0 = time.perf_counter()
+        self._forward(np.zeros((1, self.tile, self.tile), np.float32))
+        log.info("model %s warmed up on %s in %.0f ms", self.model_id, self.device,
+                 1000 * (time.perf_counter() - t0))
+
+    # -- per frame -----------------------------------------------------------------------
+    def enhance(
+        self, image: np.ndarray, pixel_size_um: float | None = None, *,
+        keep_model_grid: bool = False, source: str = "",
+    ) -> EnhanceResult:
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise UnsupportedInputError(source or "<frame>",
+                                        f"expected a 2-D plane, found shape {image.shape}")
+        times: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            times[name] = 1000 * (now - clock)
+            clock = now
+
+        norm = self.card.normalization
+        affine = percentile_affine(image, norm.low, norm.high)
+        x = normalize(image, affine)
+        lap("normalise")
+        model_px = self.card.pixel_size_um
+        src_px = pixel_size_um if pixel_size_um else model_px
+        if pixel_size_um is None:
+            log.debug("%s: no pixel size, assuming the model's %.4g um", source, model_px)
+        check_factor(src_px / model_px, src_px, model_px, source)
+        xm = resample(x, src_px, model_px)
+        lap("resample")
+        ym, tile = self._tiled(xm, times)
+        clock = time.perf_counter()
+        if keep_model_grid:
+            out, out_px = ym, model_px
+        else:
+            out, out_px = resample_to_shape(ym, image.shape), src_px
+        lap("resample_back")
+        result = denormalize(out, affine)
+        lap("denormalise")
+        return EnhanceResult(result, out_px if pixel_size_um else None, affine, times, tile)
+
+    def _tiled(self, x: np.ndarray, times: dict[str, float]) -> tuple[np.ndarray, int]:
+        tile, batch = self.tile, self.batch
+        while True:
+            try:
+                return self._run_tiles(x, tile, batch, times), tile
+            except _OutOfMemory:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if batch > 1:
+                    batch //= 2
+                elif tile // 2 >= MIN_TILE:
+                    tile //= 2
+                else:
+                    raise
+                log.warning("out of memory: retrying with tile %d, batch %d", tile, batch)
+
+    def _run_tiles(self, image: np.ndarray, tile: int, batch: int,
+                   times: dict[str, float]) -> np.ndarray:
+        overlap = min(self.overlap, tile // 2)
+        t0 = time.perf_counter()
+        x = pad_to(image, ALIGN)
+        tiles = plan_tiles(x.shape, tile, overlap, ALIGN)
+        stitcher = Stitcher(x.shape, overlap)
+        times["tile"] = 1000 * (time.perf_counter() - t0)
+        fwd = stitch = 0.0
+        for i in range(0, len(tiles), batch):
+            group: list[Tile] = tiles[i : i + batch]
+            stack = np.stack([x[t.slices] for t in group])
+            t1 = time.perf_counter()
+            out = self._forward(stack)
+            t2 = time.perf_counter()
+            for t, o in zip(group, out, strict=True):
+                stitcher.add(t, o)
+            fwd += t2 - t1
+            stitch += time.perf_counter() - t2
+        t3 = time.perf_counter()
+        result = stitcher.result()[: image.shape[0], : image.shape[1]]
+        times["forward"] = 1000 * fwd
+        times["stitch"] = 1000 * (stitch + time.perf_counter() - t3)
+        return result
+
+    @torch.inference_mode()
+    def _forward(self, stack: np.ndarray) -> np.ndarray:
+        """(N, H, W) float32 normalised tiles -> (N, H, W) float32 outputs."""
+        if self.memory_budget_px is not None and stack.size > self.memory_budget_px:
+            raise _OutOfMemory(f"{stack.size} px exceed the budget of {self.memory_budget_px}")
+        t = torch.from_numpy(np.ascontiguousarray(stack))[:, None]
+        t = t.to(self.device, non_blocking=True)
+        try:
+            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
+                                enabled=self.dtype is not None):
+                y = self.generator(t)
+        except torch.OutOfMemoryError as err:
+            raise _OutOfMemory(str(err)) from err
+        return y[:, 0].float().cpu().numpy()

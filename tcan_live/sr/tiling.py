@@ -1,0 +1,98 @@
+"""Overlapping tiles and smooth blending (numpy only).
+
+Tiles are all the same size (so they batch); the last tile of a row/column is aligned with the
+image edge. Each tile's output is weighted by a separable window that ramps from ~0 to 1 over the
+overlap on edges shared with another tile (raised cosine) and is flat on the image border, and
+the weighted outputs are summed and divided by the summed weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tile:
+    y: int
+    x: int
+    h: int
+    w: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
+
+
+def _starts(length: int, tile: int, overlap: int, align: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = max((tile - overlap) // align * align, align)
+    starts = list(range(0, length - tile, stride))
+    starts.append((length - tile) // align * align)
+    return sorted(set(starts))
+
+
+def plan_tiles(shape: tuple[int, int], tile: int, overlap: int, align: int = 1) -> list[Tile]:
+    """Tiles covering ``shape``; with ``align`` > 1 every start is a multiple of ``align``.
+
+    The TCAN U-net pools four times, so its output is shift-equivariant only for shifts that are
+    multiples of 16: tiles aligned on that grid see the same pooling phase as the whole image.
+    ``shape`` must then be a multiple of ``align`` (pad first, see :func:`pad_to`).
+    """
+    h, w = shape
+    th, tw = min(tile, h), min(tile, w)
+    return [Tile(y, x, th, tw)
+            for y in _starts(h, tile, overlap, align) for x in _starts(w, tile, overlap, align)]
+
+
+def pad_to(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad bottom/right to a multiple, reflecting like the network's own padding."""
+    h, w = image.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return image
+    mode = "reflect" if ph < h and pw < w else "edge"
+    return np.pad(image, ((0, ph), (0, pw)), mode=mode)
+
+
+def _ramp(n: int, overlap: int, start_edge: bool, end_edge: bool) -> np.ndarray:
+    wgt = np.ones(n, np.float32)
+    r = min(overlap, n // 2)
+    if r > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(r) + 0.5) / r)).astype(np.float32)
+        if not start_edge:
+            wgt[:r] = ramp
+        if not end_edge:
+            wgt[n - r :] = ramp[::-1]
+    return wgt
+
+
+def tile_weight(t: Tile, shape: tuple[int, int], overlap: int) -> np.ndarray:
+    wy = _ramp(t.h, overlap, t.y == 0, t.y + t.h >= shape[0])
+    wx = _ramp(t.w, overlap, t.x == 0, t.x + t.w >= shape[1])
+    return wy[:, None] * wx[None, :]
+
+
+def extract(image: np.ndarray, tiles: list[Tile]) -> Iterator[np.ndarray]:
+    for t in tiles:
+        yield image[t.slices]
+
+
+class Stitcher:
+    """Accumulates weighted tile outputs into the full image."""
+
+    def __init__(self, shape: tuple[int, int], overlap: int) -> None:
+        self.shape, self.overlap = shape, overlap
+        self.acc = np.zeros(shape, np.float32)
+        self.norm = np.zeros(shape, np.float32)
+
+    def add(self, t: Tile, out: np.ndarray) -> None:
+        wgt = tile_weight(t, self.shape, self.overlap)
+        self.acc[t.slices] += out * wgt
+        self.norm[t.slices] += wgt
+
+    def result(self) -> np.ndarray:
+        return self.acc / np.maximum(self.norm, 1e-12)

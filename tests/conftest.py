@@ -1,0 +1,59 @@
+"""Shared fixtures and resource guards (leaked threads fail the test that leaked them)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_DATA = Path(__file__).resolve().parent / "data"
+SHARED = Path(os.environ.get("TCAN_LIVE_SHARED", REPO.parent / "shared")) / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file in ../shared/data, or skip the test cleanly when it is not there."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-initialised model folder (seeded), for tests that need a real Enhancer."""
+    import torch
+
+    from tcan_live.sr.card import PRESETS, Tiling
+    from tcan_live.sr.model import build_generator, save_model
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-random"
+    torch.manual_seed(0)
+    save_model(folder, build_generator(PRESETS["tiny"]), id="tiny-random",
+               architecture=PRESETS["tiny"], tiling=Tiling(tile=128, overlap=32),
+               description="random weights for tests")
+    return folder
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        leaked = [t for t in set(threading.enumerate()) - before
+                  if t.is_alive() and not t.daemon and not t.name.startswith("pydevd")]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"

@@ -1,0 +1,160 @@
+"""Reversible inference maths: normalisation, resampling, tiling, and the Enhancer around them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tcan_live.errors import UnsupportedInputError
+from tcan_live.sr.normalize import denormalize, normalize, percentile_affine
+from tcan_live.sr.resample import resample, resample_to_shape
+from tcan_live.sr.tiling import Stitcher, pad_to, plan_tiles
+from tcan_live.train.simulate import Camera, Optics, Scene, simulate_pair
+
+# Stated tolerance (docs/architecture.md): with overlap >= 32 px, tiled and whole-image outputs
+# differ by at most 1% of the output's 0.1-99.9 percentile range, anywhere in the image.
+SEAM_TOLERANCE = 0.01
+
+
+def _image(rng: np.random.Generator, shape: tuple[int, int] = (200, 300)) -> np.ndarray:
+    pair = simulate_pair(rng, shape, Optics(), Camera(photons=80.0),
+                         Scene(structures=("filaments", "beads")))
+    return pair.confocal
+
+
+def test_normalisation_round_trip(rng: np.random.Generator) -> None:
+    img = rng.gamma(2.0, 300.0, (64, 80)).astype(np.float32)
+    aff = percentile_affine(img, 1, 99.9)
+    norm = normalize(img, aff)
+    assert np.percentile(norm, 1) == pytest.approx(0, abs=1e-5)
+    assert np.percentile(norm, 99.9) == pytest.approx(1, abs=1e-5)
+    np.testing.assert_allclose(denormalize(norm, aff), img, rtol=1e-5, atol=1e-2)
+
+
+def test_normalisation_of_flat_and_non_finite_images() -> None:
+    flat = np.full((8, 8), 7.0, np.float32)
+    assert np.all(normalize(flat, percentile_affine(flat)) == 0)
+    bad = np.array([[np.nan, 1.0], [np.inf, 3.0]], np.float32)
+    out = normalize(bad, percentile_affine(bad))
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(("src", "dst"), [(0.1, 0.05), (0.065, 0.05), (0.035, 0.05)])
+def test_resampling_round_trip_keeps_band_limited_content(
+    rng: np.random.Generator, src: float, dst: float
+) -> None:
+    """Coarse -> fine -> coarse returns the image; fine -> coarse -> fine keeps the content the
+    coarse grid can carry (smooth images)."""
+    from scipy import ndimage
+
+    img = ndimage.gaussian_filter(rng.normal(size=(90, 70)), 4).astype(np.float32)
+    there = resample(img, src, dst)
+    assert there.shape == (round(90 * src / dst), round(70 * src / dst))
+    back = resample_to_shape(there, img.shape)
+    err = np.abs(back - img)[4:-4, 4:-4].max() / np.ptp(img)
+    assert err < 0.03
+
+
+def test_resampling_preserves_field_of_view(rng: np.random.Generator) -> None:
+    """A spot at a physical position stays there after resampling (grid-mode, no half-pixel
+    shift)."""
+    img = np.zeros((60, 60), np.float32)
+    img[30, 20] = 1.0
+    from scipy import ndimage
+
+    img = ndimage.gaussian_filter(img, 2.0)
+    up = resample(img, 0.1, 0.05)
+    cy, cx = ndimage.center_of_mass(up)
+    assert (cy + 0.5) / 2 == pytest.approx(30.5, abs=0.05)
+    assert (cx + 0.5) / 2 == pytest.approx(20.5, abs=0.05)
+
+
+@pytest.mark.parametrize("shape", [(300, 420), (64, 64), (65, 300), (1000, 70)])
+def test_tiles_cover_and_identity_stitch_is_exact(
+    rng: np.random.Generator, shape: tuple[int, int]
+) -> None:
+    img = pad_to(rng.normal(size=shape).astype(np.float32), 16)
+    tiles = plan_tiles(img.shape, 128, 32, align=16)
+    assert all(t.y % 16 == 0 and t.x % 16 == 0 for t in tiles)
+    assert len({(t.h, t.w) for t in tiles}) == 1  # one tile size: batchable
+    st = Stitcher(img.shape, 32)
+    for t in tiles:
+        st.add(t, img[t.slices])
+    np.testing.assert_allclose(st.result(), img, rtol=1e-5, atol=1e-5)
+
+
+def test_unsupported_frames_are_refused(tiny_model: Path) -> None:
+    from tcan_live.sr.enhancer import Enhancer
+
+    enh = Enhancer(tiny_model, warmup=False)
+    with pytest.raises(UnsupportedInputError, match="2-D"):
+        enh.enhance(np.zeros((3, 8, 8)), source="x.tif")
+    with pytest.raises(UnsupportedInputError, match="placeholder"):
+        enh.enhance(np.zeros((8, 8)), 5.23, source="mm.ome.tif")
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(64, 32), (128, 32), (128, 48)])
+def test_tiled_matches_whole_image_within_tolerance(
+    tiny_model: Path, rng: np.random.Generator, tile: int, overlap: int
+) -> None:
+    from tcan_live.sr.enhancer import Enhancer
+
+    img = _image(rng, (200, 300))
+    whole = Enhancer(tiny_model, tile=4096, warmup=False).enhance(img, 0.05).image
+    tiled = Enhancer(tiny_model, tile=tile, overlap=overlap, warmup=False).enhance(img, 0.05).image
+    span = np.percentile(whole, 99.9) - np.percentile(whole, 0.1)
+    assert np.abs(tiled - whole).max() <= SEAM_TOLERANCE * span
+
+
+def test_without_overlap_seams_exceed_the_tolerance(
+    tiny_model: Path, rng: np.random.Generator
+) -> None:
+    """The tolerance test above can fail: no overlap leaves visible seams."""
+    from tcan_live.sr.enhancer import Enhancer
+
+    img = _image(rng, (200, 300))
+    whole = Enhancer(tiny_model, tile=4096, warmup=False).enhance(img, 0.05).image
+    tiled = Enhancer(tiny_model, tile=64, overlap=0, warmup=False).enhance(img, 0.05).image
+    span = np.percentile(whole, 99.9) - np.percentile(whole, 0.1)
+    assert np.abs(tiled - whole).max() > SEAM_TOLERANCE * span
+
+
+def test_out_of_memory_fallback_shrinks_tiles(tiny_model: Path, rng: np.random.Generator) -> None:
+    """A pixel budget below one 128-px tile forces the OOM path: batch 4 -> 1, tile 128 -> 64;
+    the result still agrees with the unconstrained run."""
+    from tcan_live.sr.enhancer import Enhancer
+
+    img = _image(rng, (160, 200))
+    ref = Enhancer(tiny_model, tile=128, overlap=32, warmup=False).enhance(img, 0.05)
+    small = Enhancer(tiny_model, tile=128, overlap=32, batch=4, memory_budget_px=100 * 100,
+                     warmup=False).enhance(img, 0.05)
+    assert ref.tile == 128 and small.tile == 64
+    span = np.percentile(ref.image, 99.9) - np.percentile(ref.image, 0.1)
+    assert np.abs(small.image - ref.image).max() <= SEAM_TOLERANCE * span
+
+
+def test_budget_too_small_for_any_tile_raises(tiny_model: Path) -> None:
+    from tcan_live.sr.enhancer import Enhancer, _OutOfMemory
+
+    enh = Enhancer(tiny_model, tile=128, memory_budget_px=10, warmup=False)
+    with pytest.raises(_OutOfMemory):
+        enh.enhance(np.ones((130, 130), np.float32), 0.05)
+
+
+@pytest.mark.parametrize("px", [0.1, 0.03])
+def test_enhancer_returns_input_grid_or_model_grid(
+    tiny_model: Path, rng: np.random.Generator, px: float
+) -> None:
+    from tcan_live.sr.enhancer import Enhancer
+
+    enh = Enhancer(tiny_model, warmup=False)
+    img = rng.poisson(20, (90, 75)).astype(np.uint16)
+    same = enh.enhance(img, px)
+    assert same.image.shape == img.shape and same.image.dtype == np.float32
+    assert same.pixel_size_um == px
+    model = enh.enhance(img, px, keep_model_grid=True)
+    assert model.image.shape == (round(90 * px / 0.05), round(75 * px / 0.05))
+    assert model.pixel_size_um == pytest.approx(0.05)
+    assert set(same.timings_ms) >= {"normalise", "resample", "forward", "stitch"}
