@@ -192,11 +192,31 @@ class TiffReader(_Closing):
             raise
         check_dtype(path, self.info.dtype)
 
-    def planes(self, start: int = 0) -> Iterator[tuple[tuple[int, ...], Frame]]:
+    def ready_planes(self, settled: bool) -> int:
+        """How many leading planes of a file that may still grow are complete on disk.
+
+        A page counts when all its pixel bytes lie within the file; the last page present also
+        needs ``settled`` (no change for the settle window, or the writer closed the file),
+        because the writer may still update it.
+        """
+        pages = self._tif.pages
+        n_pages = len(pages)
+        size = self._tif.filehandle.size
+        ready = 0
+        for k in range(min(self.info.n_planes, n_pages)):
+            page = pages[k]
+            ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)]  # type: ignore[union-attr]
+            if not ends or max(ends) > size or (k == n_pages - 1 and not settled):
+                break
+            ready = k + 1
+        return ready
+
+    def planes(self, start: int = 0,
+               stop: int | None = None) -> Iterator[tuple[tuple[int, ...], Frame]]:
         info = self.info
         per_series = info.n_planes // self._n_series
         times = info.extra.get("plane_times", {})
-        for k in range(start, info.n_planes):
+        for k in range(start, info.n_planes if stop is None else stop):
             s, key = divmod(k, per_series)
             try:
                 data = self._tif.series[s].asarray(key=key)

@@ -1,0 +1,35 @@
+# Two set-up commands (see README): `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv on first use. TORCH can be overridden, e.g. for a CUDA build on a GPU PC:
+#   make demo TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+EXTRAS ?= test
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/tcan-live demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet ruff mypy
+	$(BIN)/ruff check tcan_live tests
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m tcan_live.bench_daemon
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo-output

@@ -1,0 +1,243 @@
+"""The daemon: the composition root that names the concrete parts and wires them together.
+
+    FolderSource (watchdog + scanner thread) --put--> queue --get--> Worker thread:
+        Enhancer (model resident on the device) -> trust check -> ZmqPublisher (raw, enhanced,
+        status) -> OutputStore (journal + OME-TIFF per stack)
+
+Only the worker thread touches the model, the socket and the output files; sources and
+callbacks only enqueue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tcan_live.errors import ConfigError
+from tcan_live.frame import Frame
+from tcan_live.pipeline import AllQueue, FrameQueue, LatestQueue, Stats, Worker, stamp_seen
+from tcan_live.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+WIRE_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        if settings.folder is None and settings.ingest is None:
+            raise ConfigError("nothing to watch: give a folder (or --ingest ENDPOINT)")
+        self.settings = settings
+        self.stats = Stats()
+        self.stop_event = threading.Event()
+        self.run_id = uuid.uuid4().hex[:12]
+        self.queue: FrameQueue = (LatestQueue() if settings.mode == "latest"
+                                  else AllQueue(settings.queue_size, self.stop_event))
+        self._pending_errors: deque[tuple[str, str]] = deque(maxlen=1000)
+        self._seq = 0
+        self._last_status = 0.0
+        self.enhancer: Any = None
+        self.publisher: Any = None
+        self.store: Any = None
+        self.sources: list[Any] = []
+        self.worker: Worker | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        from tcan_live.export.store import OutputStore
+        from tcan_live.sr.enhancer import Enhancer
+
+        s = self.settings
+        self.enhancer = Enhancer(s.model, device=s.device, tile=s.tile)
+        self.store = OutputStore(s.output_folder(), s.folder.resolve() if s.folder else None,
+                                 model_id=self.enhancer.model_id)
+        self.worker = Worker(self.queue, self._process, stats=self.stats,
+                             on_error=self._frame_error, idle=self._idle, setup=self._setup,
+                             teardown=self._teardown)
+        self.worker.start()
+        if s.folder is not None:
+            from tcan_live.sources.folder import FolderSource
+
+            src = FolderSource(s.folder.resolve(), emit=self.submit, on_error=self._file_error,
+                               is_done=self.store.is_done, settle_s=s.settle_s,
+                               give_up_s=s.give_up_s, poll=s.poll, pixel_size_um=s.pixel_size_um)
+            src.start()
+            self.sources.append(src)
+        if s.ingest is not None:
+            from tcan_live.transport.ingest import IngestSource
+
+            ing = IngestSource(s.ingest, emit=self.submit, on_error=self._file_error,
+                               is_done=self.store.is_done, allow_remote=s.allow_remote)
+            ing.start()
+            self.sources.append(ing)
+        log.info("daemon %s running: model %s on %s, publishing on %s, saving to %s",
+                 self.run_id, self.enhancer.model_id, self.enhancer.device, s.endpoint,
+                 s.output_folder())
+
+    def stop(self) -> None:
+        """Stop sources, let the worker finish its current frame, flush files, close sockets."""
+        self.stop_event.set()
+        for src in self.sources:
+            src.stop()
+        if self.worker is not None:
+            self.worker.stop()
+
+    def submit(self, frame: Frame) -> None:
+        """Entry point for every source (called from source threads)."""
+        self.stats.frames_in += 1
+        self.queue.put(stamp_seen(frame))
+
+    # -- worker thread -----------------------------------------------------------------------
+    def _setup(self) -> None:
+        from tcan_live.transport.publisher import ZmqPublisher
+
+        s = self.settings
+        self.publisher = ZmqPublisher(s.endpoint, allow_remote=s.allow_remote,
+                                      curve_keys=s.curve_keys)
+
+    def _teardown(self) -> None:
+        try:
+            self.store.flush()
+            self._publish_status(state="stopped")
+        finally:
+            self.publisher.close()
+
+    def _process(self, frame: Frame) -> tuple[Any, dict[str, Any]]:
+        from tcan_live.sr.trust import trust_check
+
+        s = self.settings
+        px = frame.pixel_size_um or s.pixel_size_um
+        t0 = time.perf_counter()
+        res = self.enhancer.enhance(frame.data, px, source=frame.source)
+        card = self.enhancer.card
+        trust = trust_check(np.asarray(frame.data, np.float32), res.image,
+                            px or card.pixel_size_um, confocal_fwhm_nm=card.confocal_fwhm_nm,
+                            target_fwhm_nm=card.target_fwhm_nm)
+        ms = 1000 * (time.perf_counter() - t0)
+        self.store.add(frame, res.image, res.pixel_size_um)
+        header = {
+            "seq": self._seq, "run": self.run_id, "stream": frame.stream, "source": frame.source,
+            "index": frame.index.as_dict(), "channel_name": frame.channel_name,
+            "pixel_size_in_um": px, "pixel_size_out_um": res.pixel_size_um,
+            "acquired_s": frame.time_s, "seen_at": frame.extra.get("seen_at"),
+            "model": self.enhancer.model_id, "processing_ms": round(ms, 2),
+            "trust": {"score": round(trust.score, 4), "nrmse": round(trust.nrmse, 4)},
+            "timings_ms": {k: round(v, 2) for k, v in res.timings_ms.items()},
+        }
+        raw = np.asarray(frame.data)
+        if raw.dtype.name not in WIRE_DTYPES:
+            raw = raw.astype(np.float32)
+        self.publisher.publish("raw", frame.stream, {**header, "pixel_size_um": px}, raw)
+        self.publisher.publish("enhanced", frame.stream,
+                               {**header, "pixel_size_um": res.pixel_size_um}, res.image)
+        self._seq += 1
+        return res, header
+
+    def _idle(self) -> None:
+        s = self.settings
+        self.publisher.service()
+        while self._pending_errors:
+            path, reason = self._pending_errors.popleft()
+            self._publish_status(state="error", file=path, reason=reason)
+        if time.monotonic() - self._last_status >= s.status_interval_s:
+            self._publish_status(state="running")
+        self.store.flush(idle_s=s.flush_idle_s, every_s=s.flush_every_s)
+
+    def _publish_status(self, **extra: Any) -> None:
+        self._last_status = time.monotonic()
+        self.publisher.publish("status", "daemon", {**self.status(), **extra}, cache=False)
+
+    # -- errors (any thread) -----------------------------------------------------------------
+    def _file_error(self, path: Path | str, reason: str) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{path}: {reason}"
+        log.warning("skipped %s: %s", path, reason)
+        self._pending_errors.append((str(path), reason))
+
+    def _frame_error(self, frame: Frame, reason: str) -> None:
+        log.warning("frame %s of %s not enhanced: %s", frame.index.as_dict(), frame.source, reason)
+        self._pending_errors.append((frame.source, reason))
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        st = self.stats
+        lat50, lat95 = st.percentiles(st.latencies_ms)
+        pro50, pro95 = st.percentiles(st.processing_ms)
+        enh = self.enhancer
+        return {
+            "seq_status": int(time.time() * 1000), "run": self.run_id,
+            "frames_in": st.frames_in, "frames_done": st.frames_done,
+            "skipped": self.queue.skipped, "errors": st.errors, "last_error": st.last_error,
+            "queue": self.queue.depth(), "mode": self.settings.mode,
+            "device": str(enh.device) if enh else None, "model": enh.model_id if enh else None,
+            "latency_ms_p50": lat50, "latency_ms_p95": lat95,
+            "processing_ms_p50": pro50, "processing_ms_p95": pro95,
+            "uptime_s": round(time.time() - st.started, 1),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        Path(args.config) if args.config else None,
+        folder=Path(args.folder) if args.folder else None,
+        output=Path(args.output) if args.output else None, model=args.model,
+        device=None if args.device == "auto" else args.device, tile=args.tile,
+        pixel_size_um=args.pixel_size_um, endpoint=args.endpoint, mode=args.mode,
+        poll=args.poll, settle_s=args.settle, allow_remote=args.allow_remote,
+        curve_keys=Path(args.curve_keys) if args.curve_keys else None,
+        log_file=Path(args.log_file) if args.log_file else None, ingest=args.ingest,
+        panel=False if args.no_panel else None,
+    )
+
+
+def _log_to_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 2**20, backupCount=5,
+                                                   encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+def watch_from_cli(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if settings.log_file is not None:
+        _log_to_file(settings.log_file)
+    if not sys.stderr.isatty() or not settings.panel:
+        logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO,
+                                         logging.INFO))
+    daemon = Daemon(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    daemon.start()
+    try:
+        if sys.stderr.isatty() and settings.panel:
+            from tcan_live.panel import run_panel
+
+            run_panel(daemon, stop)
+        else:
+            while not stop.wait(1.0):
+                pass
+    finally:
+        daemon.stop()
+    st = daemon.status()
+    print(f"tcan-live: stopped after {st['frames_done']} frames "
+          f"({st['skipped']} skipped, {st['errors']} errors)", file=sys.stderr)
+    return 0

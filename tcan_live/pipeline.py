@@ -1,0 +1,182 @@
+"""Sources -> bounded queue -> one worker (model, sockets, writers) -> sinks.
+
+``all`` mode: a FIFO with a bound; a full queue blocks the source (backpressure), nothing is
+dropped and frames of a stream stay in order. ``latest`` mode: one slot per stream; a newer frame
+replaces a waiting one (counted as skipped), so a slow enhancer always works on the newest frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from tcan_live.errors import TcanError
+from tcan_live.frame import Frame
+
+log = logging.getLogger(__name__)
+
+
+class FrameQueue(Protocol):
+    skipped: int
+
+    def put(self, frame: Frame) -> None: ...
+
+    def get(self, timeout: float) -> Frame | None: ...
+
+    def depth(self) -> int: ...
+
+
+class AllQueue:
+    def __init__(self, maxsize: int, stop: threading.Event) -> None:
+        self._q: queue.Queue[Frame] = queue.Queue(maxsize)
+        self._stop = stop
+        self.skipped = 0
+
+    def put(self, frame: Frame) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(frame, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, timeout: float) -> Frame | None:
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def depth(self) -> int:
+        return self._q.qsize()
+
+
+class LatestQueue:
+    def __init__(self) -> None:
+        self._slots: OrderedDict[str, Frame] = OrderedDict()
+        self._cond = threading.Condition()
+        self.skipped = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if frame.stream in self._slots:
+                self.skipped += 1
+                del self._slots[frame.stream]
+            self._slots[frame.stream] = frame
+            self._cond.notify()
+
+    def get(self, timeout: float) -> Frame | None:
+        with self._cond:
+            if not self._slots and not self._cond.wait_for(lambda: bool(self._slots), timeout):
+                return None
+            _, frame = self._slots.popitem(last=False)
+            return frame
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._slots)
+
+
+@dataclass
+class Stats:
+    frames_in: int = 0
+    frames_done: int = 0
+    errors: int = 0
+    last_error: str = ""
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    processing_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    started: float = field(default_factory=time.time)
+
+    def percentiles(self, values: deque[float]) -> tuple[float, float]:
+        if not values:
+            return (float("nan"), float("nan"))
+        p50, p95 = np.percentile(np.fromiter(values, float), [50, 95])
+        return float(p50), float(p95)
+
+
+class Sink(Protocol):
+    def frame_done(self, frame: Frame, result: Any, header: dict[str, Any]) -> None: ...
+
+
+ProcessFn = Callable[[Frame], tuple[Any, dict[str, Any]]]
+
+
+class Worker:
+    """The one thread that runs the model and owns sockets and writers.
+
+    ``process`` turns a frame into (result, header); ``sinks`` get every processed frame;
+    ``idle`` runs between frames (publisher housekeeping, status, file flushing);
+    ``setup``/``teardown`` run in the worker thread (so resources are created by their owner).
+    """
+
+    def __init__(self, q: FrameQueue, process: ProcessFn, *, stats: Stats,
+                 on_error: Callable[[Frame, str], None], idle: Callable[[], None] = lambda: None,
+                 setup: Callable[[], None] = lambda: None,
+                 teardown: Callable[[], None] = lambda: None) -> None:
+        self.q, self.process, self.stats = q, process, stats
+        self.on_error, self.idle, self.setup, self.teardown = on_error, idle, setup, teardown
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.setup_error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="tcan-worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.ready.wait()
+        if self.setup_error is not None:
+            self.thread.join()
+            raise self.setup_error
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=120)
+
+    def _run(self) -> None:
+        try:
+            self.setup()
+        except BaseException as err:  # reported to start()
+            self.setup_error = err
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            while not self.stop_event.is_set():
+                frame = self.q.get(timeout=0.05)
+                if frame is not None:
+                    self._one(frame)
+                self.idle()
+        finally:
+            self.teardown()
+
+    def _one(self, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.process(frame)
+        except TcanError as err:
+            self._error(frame, str(err))
+            return
+        except Exception as err:  # a bad frame must not stop the daemon
+            log.debug("processing failed", exc_info=True)
+            self._error(frame, f"{frame.source}: {type(err).__name__}: {err}")
+            return
+        self.stats.frames_done += 1
+        self.stats.processing_ms.append(1000 * (time.perf_counter() - t0))
+        seen = frame.extra.get("seen_at")
+        if seen is not None:
+            self.stats.latencies_ms.append(1000 * (time.time() - seen))
+
+    def _error(self, frame: Frame, reason: str) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = reason
+        self.on_error(frame, reason)
+
+
+def stamp_seen(frame: Frame) -> Frame:
+    return replace(frame, extra={**frame.extra, "seen_at": time.time()})

@@ -1,0 +1,90 @@
+"""Daemon settings: validated, from defaults < TOML file < TCAN_LIVE_* environment < flags.
+
+The TOML file holds the same keys as :class:`Settings` (see service/tcan-live.example.toml).
+Environment variables are the upper-cased keys with a ``TCAN_LIVE_`` prefix, e.g.
+``TCAN_LIVE_ENDPOINT=tcp://127.0.0.1:6000`` or ``TCAN_LIVE_SETTLE_S=3``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tcan_live.errors import ConfigError
+
+ENV_PREFIX = "TCAN_LIVE_"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    folder: Path | None = None
+    output: Path | None = Field(None, description="default: <folder>_tcan next to the folder")
+    model: str | None = None
+    device: str = "auto"
+    tile: int | None = Field(None, ge=32)
+    pixel_size_um: float | None = Field(None, gt=0, description="when files do not say")
+    endpoint: str = "tcp://127.0.0.1:5557"
+    allow_remote: bool = False
+    curve_keys: Path | None = None
+    ingest: str | None = None
+    mode: Literal["all", "latest"] = "all"
+    poll: bool = False
+    settle_s: float = Field(2.0, ge=0)
+    give_up_s: float = Field(60.0, gt=0)
+    queue_size: int = Field(8, ge=1)
+    status_interval_s: float = Field(2.0, gt=0)
+    flush_idle_s: float = Field(3.0, ge=0)
+    flush_every_s: float = Field(60.0, gt=0)
+    log_file: Path | None = None
+    panel: bool = True
+
+    def output_folder(self) -> Path:
+        if self.output is not None:
+            return self.output
+        if self.folder is None:
+            return Path("tcan-output")
+        folder = self.folder.resolve()
+        return folder.parent / f"{folder.name}_tcan"
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    fields = Settings.model_fields
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX):].lower()
+            if name not in fields:
+                raise ConfigError(f"environment variable {key}: unknown setting {name!r}")
+            out[name] = value
+    return out
+
+
+def load_settings(file: Path | None = None, env: Mapping[str, str] | None = None,
+                  **flags: Any) -> Settings:
+    """Merge defaults < file < environment < flags (flags that are None are not given)."""
+    merged: dict[str, Any] = {}
+    source = "defaults"
+    if file is not None:
+        try:
+            merged.update(tomllib.loads(Path(file).read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"{file}: cannot read settings ({err})") from err
+        source = str(file)
+    env_values = _from_env(os.environ if env is None else env)
+    merged.update(env_values)
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        where = ("flag" if key in flags and flags[key] is not None else
+                 f"environment {ENV_PREFIX}{key.upper()}" if key in env_values else source)
+        raise ConfigError(f"setting {key!r} from {where}: {first['msg']} "
+                          f"(got {first.get('input')!r})") from err

@@ -1,0 +1,46 @@
+"""Indices from file names (image-per-file saving) and which files to ignore.
+
+``cells_c1_t0003.tif`` and Micro-Manager's ``img_channel001_position000_time000000003_z000.tif``
+both belong to one stream (the name with the index tokens removed) at t=3, c=1.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tcan_live.frame import FrameIndex
+
+_TOKEN = re.compile(
+    r"(?P<sep>^|[_\-. ])(?P<key>time|frame|t|channel|ch|c|slice|z|position|pos|p)(?P<num>\d+)"
+    r"(?=$|[_\-. ])",
+    re.IGNORECASE,
+)
+_FIELD = {"time": "t", "frame": "t", "t": "t", "channel": "c", "ch": "c", "c": "c", "slice": "z",
+          "z": "z", "position": "p", "pos": "p", "p": "p"}
+TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~", ".lock")
+
+
+def is_ignored(path: Path) -> bool:
+    """Hidden and temporary names (written-then-renamed files show up under their final name)."""
+    name = path.name
+    return name.startswith((".", "~$")) or name.lower().endswith(TEMP_SUFFIXES)
+
+
+def split_name(path: Path) -> tuple[str, FrameIndex, bool]:
+    """(stream name, index from the name, whether the name held index tokens)."""
+    stem = path.name
+    for suffix in (".tif", ".tiff", ".ome", ".nd2"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    found: dict[str, int] = {}
+
+    def take(m: re.Match[str]) -> str:
+        found[_FIELD[m.group("key").lower()]] = int(m.group("num"))
+        return m.group("sep") if m.group("sep") in ("", " ") else ""
+
+    base = _TOKEN.sub(take, stem)
+    while base != (b2 := _TOKEN.sub(take, base)):
+        base = b2
+    base = base.strip("_-. ") or "frames"
+    return str(path.parent / base), FrameIndex(**found), bool(found)

@@ -1,0 +1,136 @@
+"""ZmqPublisher: raw, enhanced and status messages on one XPUB socket.
+
+* Loopback by default; another interface needs ``allow_remote=True`` (and CURVE is strongly
+  advised, see docs/protocol.md for key generation).
+* A slow or dead subscriber never slows the daemon: sends never block (small send high-water
+  mark; messages to a subscriber whose queue is full are dropped by ZeroMQ for that subscriber).
+* Late joiners are not left with nothing: XPUB reports each new subscription, and the publisher
+  then replays the newest raw and enhanced frame of every stream (header ``replay: true``).
+Only the thread that created the publisher may use it (ZeroMQ sockets are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import zmq
+
+from tcan_live.errors import ConfigError
+from tcan_live.transport import wire
+
+log = logging.getLogger(__name__)
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def is_loopback(endpoint: str) -> bool:
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = urlparse(endpoint).hostname or ""
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def check_endpoint(endpoint: str, allow_remote: bool) -> None:
+    if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ConfigError(f"endpoint {endpoint!r}: expected tcp://HOST:PORT or ipc://PATH")
+    if not is_loopback(endpoint) and not allow_remote:
+        raise ConfigError(f"endpoint {endpoint!r} is not loopback; binding another interface "
+                          "needs --allow-remote (and --curve-keys to restrict who may listen)")
+
+
+class ZmqPublisher:
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, allow_remote: bool = False,
+                 curve_keys: Path | None = None, sndhwm: int = 16,
+                 context: zmq.Context[Any] | None = None) -> None:
+        check_endpoint(endpoint, allow_remote)
+        self.ctx = context or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.XPUB)
+        self.sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, also repeated ones
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self._auth = None
+        if curve_keys is not None:
+            self._auth = _curve_server(self.ctx, self.sock, Path(curve_keys))
+        self.sock.bind(endpoint)
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._cache: dict[bytes, list[bytes | memoryview]] = {}
+        self.subscriptions = 0
+        self.sent = 0
+
+    def publish(self, kind: str, stream: str, header: dict[str, Any],
+                array: np.ndarray | None = None, *, cache: bool = True) -> None:
+        header = {**header, "published_at": time.time()}
+        frames = wire.encode(kind, stream, header, array)
+        self._send(frames)
+        if cache and kind != "status":
+            self._cache[bytes(frames[0])] = [bytes(frames[0]), bytes(frames[1]), bytes(frames[2])]
+
+    def _send(self, frames: list[bytes | memoryview]) -> None:
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self.sent += 1
+        except zmq.Again:  # pragma: no cover - XPUB drops rather than blocks; kept for safety
+            pass
+
+    def service(self, timeout_ms: int = 0) -> int:
+        """Handle subscription messages (replaying cached frames to late joiners)."""
+        handled = 0
+        while self.sock.poll(timeout_ms, zmq.POLLIN):
+            timeout_ms = 0
+            msg = self.sock.recv()
+            handled += 1
+            if msg[:1] != b"\x01":
+                continue
+            self.subscriptions += 1
+            prefix = msg[1:]
+            for topic, frames in list(self._cache.items()):
+                if topic.startswith(prefix):
+                    head = wire.json.loads(frames[1])
+                    head["replay"] = True
+                    self._send([frames[0], wire.json.dumps(head).encode(), frames[2]])
+        return handled
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+
+
+def _curve_server(ctx: zmq.Context[Any], sock: zmq.Socket[Any], keys: Path) -> Any:
+    """CURVE server: ``keys/server.key_secret`` + public keys of allowed clients in
+    ``keys/clients/`` (see ``tcan-live keys``)."""
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    secret = keys / "server.key_secret"
+    clients = keys / "clients"
+    if not secret.is_file() or not clients.is_dir():
+        raise ConfigError(f"{keys}: expected server.key_secret and a clients/ folder "
+                          "(create them with `tcan-live keys`)")
+    public, private = zmq.auth.load_certificate(str(secret))
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(clients))
+    sock.curve_secretkey = private
+    sock.curve_publickey = public
+    sock.curve_server = True
+    return auth
+
+
+def create_keys(folder: Path, clients: tuple[str, ...] = ("viewer",)) -> list[Path]:
+    """Server and client key pairs (ZeroMQ certificate text files, not pickles)."""
+    import zmq.auth
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "clients").mkdir(exist_ok=True)
+    written = [Path(p) for p in zmq.auth.create_certificates(str(folder), "server")]
+    for name in clients:
+        pub, sec = (Path(p) for p in zmq.auth.create_certificates(str(folder), name))
+        (folder / "clients" / pub.name).write_bytes(pub.read_bytes())
+        written += [pub, sec]
+    return written
