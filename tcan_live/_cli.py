@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-keys", default=None, help="folder with CURVE server/client keys")
     p.add_argument("--log-file", default=None)
     p.add_argument("--no-panel", action="store_true", help="plain logs even on a terminal")
-    p.add_argument("--pixel-size-um", type=float, default=None)
+    p.add_argument("--pixel-size-um", type=float, default=None,
+                   help="input pixel size; overrides what the files record")
     p.add_argument("--ingest", default=None, help="also accept pushed frames on this endpoint")
     _add_model_options(p)
 

@@ -142,8 +142,9 @@ class FolderSource:
         except FileNotFoundError:
             self._forget(t.path)
             return
-        except PermissionError as err:
-            self._fail(t, f"permission denied ({err.strerror})", final=False)
+        except PermissionError as err:  # on Windows also: still locked by the writer
+            final = time.monotonic() - t.last_change >= self.give_up_s
+            self._fail(t, f"permission denied ({err.strerror})", final=final)
             return
         now = time.monotonic()
         if (st.st_size, st.st_mtime) != (t.size, t.mtime):
@@ -189,7 +190,7 @@ class FolderSource:
 
     # -- per kind ------------------------------------------------------------------------------
     def _hand_on(self, frame: Frame) -> None:
-        if self.pixel_size_um is not None and frame.pixel_size_um is None:
+        if self.pixel_size_um is not None:  # the user's value wins over the file's
             frame = replace(frame, pixel_size_um=self.pixel_size_um)
         if not self.is_done(frame.stream, frame.index):
             self.emit(frame)
@@ -227,6 +228,7 @@ class FolderSource:
             for i, planes in enumerate(frames):
                 for c, plane in enumerate(planes):
                     self._hand_on(Frame(plane, FrameIndex(t=t.emitted + i, c=c),
+                                        pixel_size_um=geom.pixel_size_um,
                                         stream=str(t.path), source=str(t.path),
                                         extra={"index_source": "nd2-sequence"}))
             t.emitted += len(frames)
@@ -254,14 +256,18 @@ class _Handler:
     def __init__(self, source: FolderSource) -> None:
         self.source = source
 
+    WRITES = ("created", "modified", "moved", "closed")  # not opened / closed_no_write: reads
+
     def dispatch(self, event: object) -> None:
         kind = getattr(event, "event_type", "")
+        if kind not in self.WRITES:
+            return
         if getattr(event, "is_directory", False) and kind != "moved":
             return
         path = getattr(event, "dest_path", "") or getattr(event, "src_path", "")
         if kind == "moved":
             path = getattr(event, "dest_path", "")
-        if not path or kind == "deleted":
+        if not path:
             return
         if isinstance(path, bytes):
             path = path.decode()

@@ -37,6 +37,7 @@ class LiveGeometry:
     shape: tuple[int, int]
     channels: int
     dtype: str = "uint16"
+    pixel_size_um: float | None = None
 
 
 def _chunk(data: bytes, name: bytes) -> bytes | None:
@@ -85,7 +86,10 @@ def live_geometry(head: bytes) -> LiveGeometry | None:
     side = math.isqrt(pixels)
     if side * side != pixels or side == 0:
         return None
-    return LiveGeometry((side, side), channels)
+    cal_raw = _chunk(head, b"ImageCalibrationLV|0!")
+    cal = (_lite(cal_raw) or {}).get("SLxCalibration", {}) if cal_raw else {}
+    px = cal.get("Calibration") if isinstance(cal, dict) and cal.get("Valid", True) else None
+    return LiveGeometry((side, side), channels, pixel_size_um=float(px) if px else None)
 
 
 def read_live_frames(path: Path, start: int) -> tuple[LiveGeometry, list[np.ndarray]] | None:

@@ -1,0 +1,290 @@
+"""The live daemon with real watchdog, tifffile, nd2 and pyzmq; writers in separate processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import TEST_DATA, shared_path
+from tcan_live.daemon import Daemon
+from tcan_live.frame import Frame, FrameIndex
+from tcan_live.settings import Settings
+from tcan_live.transport.subscriber import FrameSubscriber
+from tcan_live.transport.wire import Message
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def run_daemon(tiny_model: Path, tmp_path: Path) -> Iterator[Any]:
+    started: list[Daemon] = []
+
+    def start(folder: Path, **kw: Any) -> tuple[Daemon, FrameSubscriber]:
+        settings = Settings(folder=folder, output=tmp_path / "out", model=str(tiny_model),
+                            endpoint="tcp://127.0.0.1:*", settle_s=0.4, give_up_s=3.0, **kw)
+        d = Daemon(settings)
+        d.start()
+        started.append(d)
+        while d.publisher is None:
+            time.sleep(0.01)
+        sub = FrameSubscriber(d.publisher.endpoint, kinds=("raw", "enhanced", "status"))
+        time.sleep(0.3)
+        return d, sub
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def collect(sub: FrameSubscriber, n: int, timeout: float = 60.0) -> dict[str, list[Message]]:
+    got: dict[str, list[Message]] = {"raw": [], "enhanced": [], "status": []}
+    deadline = time.monotonic() + timeout
+    while len(got["enhanced"]) < n and time.monotonic() < deadline:
+        msg = sub.receive(0.5)
+        if msg is not None:
+            got[msg.kind].append(msg)
+    return got
+
+
+def writer(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *args])
+
+
+def simulate(folder: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return writer("-m", "tcan_live._cli", "simulate", str(folder), "--timelapse", "--size", "48",
+                  *extra)
+
+
+def keys(msgs: list[Message]) -> list[tuple[int, ...]]:
+    return sorted(tuple(m.header["index"][a] for a in "tczp") for m in msgs)
+
+
+Pair = tuple[Message, Message]  # (enhanced, raw) of one frame
+
+
+def check_against_offline(pairs: list[Pair], tiny_model: Path) -> None:
+    """Each published enhanced frame equals an offline Enhancer run on its published raw."""
+    from tcan_live.sr.enhancer import Enhancer
+
+    enh = Enhancer(tiny_model, warmup=False)
+    for m, raw in pairs:
+        ref = enh.enhance(raw.array, raw.header["pixel_size_in_um"]).image
+        np.testing.assert_allclose(m.array, ref, rtol=1e-4, atol=1e-3)
+
+
+def pair_up(got: dict[str, list[Message]]) -> list[Pair]:
+    raws = {m.header["seq"]: m for m in got["raw"]}
+    return [(m, raws[m.header["seq"]]) for m in got["enhanced"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# every input kind: each frame exactly once, right indices, equal to offline enhancement
+
+
+def test_image_per_file_series(run_daemon: Any, tmp_path: Path, tiny_model: Path) -> None:
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    d, sub = run_daemon(acq)
+    w = simulate(acq, "--frames", "4", "--channels", "2", "--interval", "0.3")
+    got = collect(sub, 8)
+    assert w.wait(30) == 0
+    assert keys(got["enhanced"]) == [(t, c, 0, 0) for t in range(4) for c in range(2)]
+    msgs = pair_up(got)
+    assert all(m.header["pixel_size_out_um"] == pytest.approx(0.05) for m, _ in msgs)
+    assert {m.header["stream"] for m, _ in msgs} == {str((acq / "timelapse").resolve())}
+    check_against_offline(msgs, tiny_model)
+    d.stop()
+    out = tifffile.imread(tmp_path / "out" / "timelapse_tcan.ome.tif")
+    assert out.shape == (4, 2, 48, 48) and np.isfinite(out).all()
+
+
+def test_growing_ome_stack(run_daemon: Any, tmp_path: Path, tiny_model: Path) -> None:
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    d, sub = run_daemon(acq)
+    w = simulate(acq, "--frames", "5", "--interval", "0.4", "--layout", "ome-stack")
+    got = collect(sub, 5)
+    assert w.wait(30) == 0
+    assert keys(got["enhanced"]) == [(t, 0, 0, 0) for t in range(5)]
+    msgs = pair_up(got)
+    ref = tifffile.imread(acq / "timelapse.ome.tif")
+    for m, raw in msgs:
+        np.testing.assert_array_equal(raw.array, ref[m.header["index"]["t"]])
+    check_against_offline(msgs, tiny_model)
+    # frames arrived while the file was still growing, not all at the end
+    seen = sorted(m.header["seen_at"] for m, _ in msgs)
+    assert seen[-1] - seen[0] > 0.8
+
+
+def test_nd2_being_written_then_complete(run_daemon: Any, tmp_path: Path,
+                                         tiny_model: Path) -> None:
+    """Byte prefixes of the real ND2 stand in for a file NIS-Elements is writing: live frames
+    while it grows, the rest once it is complete; none twice, none missing."""
+    import nd2
+
+    src = TEST_DATA / "nd2" / "example-timelapse.nd2"
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    d, sub = run_daemon(acq)
+    w = writer(str(HERE / "microscope.py"), "grow", str(src), str(acq / "live.nd2"), "40000",
+               "0.1")
+    got = collect(sub, 53, timeout=90)
+    assert w.wait(60) == 0
+    assert keys(got["enhanced"]) == [(t, 0, 0, 0) for t in range(53)]
+    ref = nd2.imread(src)
+    msgs = pair_up(got)
+    for m, raw in msgs:
+        np.testing.assert_array_equal(raw.array, ref[m.header["index"]["t"]])
+        assert m.header["pixel_size_in_um"] == pytest.approx(0.325)
+    last = max(m.header["seen_at"] for m, _ in msgs)
+    live = [m for m, _ in msgs if m.header["seen_at"] < last - 1.0]
+    assert len(live) >= 10  # many frames were enhanced before the file was complete
+    check_against_offline(msgs[:5], tiny_model)
+
+
+@pytest.mark.shared
+def test_mmstack_copied_in(run_daemon: Any, tmp_path: Path) -> None:
+    src = shared_path("mmstack", "181003_multi_pos_time_course_1_MMStack.ome.tif")
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    # the file records a 5.23 um placeholder pixel size: the operator states the real one
+    d, sub = run_daemon(acq, pixel_size_um=0.1)
+    w = writer(str(HERE / "microscope.py"), "copy", str(src), str(acq / src.name), "0.2")
+    got = collect(sub, 20)
+    assert w.wait(30) == 0
+    assert keys(got["enhanced"]) == sorted((t, 0, 0, p) for t in range(10) for p in range(2))
+
+
+@pytest.mark.shared
+def test_ndtiff_dataset_copied_in(run_daemon: Any, tmp_path: Path) -> None:
+    src = shared_path("ndtiff", "12_bit_pycromanager_mda")
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    d, sub = run_daemon(acq, pixel_size_um=0.08)
+    w = writer(str(HERE / "microscope.py"), "copy", str(src), str(acq / src.name), "0.2")
+    got = collect(sub, 8)
+    assert w.wait(30) == 0
+    assert keys(got["enhanced"]) == sorted((t, c, 0, 0) for t in range(4) for c in range(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# latest mode, bad input, settings
+
+
+def test_latest_mode_skips_and_counts(run_daemon: Any, tmp_path: Path,
+                                      rng: np.random.Generator) -> None:
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    d, sub = run_daemon(acq, mode="latest")
+    n = 60
+    for t in range(n):  # a burst much faster than the enhancer (256 px frames)
+        d.submit(Frame(rng.random((256, 256)).astype(np.float32), FrameIndex(t=t),
+                       pixel_size_um=0.05, stream="burst", source="burst"))
+    deadline = time.monotonic() + 60
+    while d.stats.frames_done + d.queue.skipped < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert d.queue.skipped > 0
+    assert d.stats.frames_done + d.queue.skipped == n
+    got = collect(sub, d.stats.frames_done, timeout=10)
+    assert got["enhanced"][-1].header["index"]["t"] == n - 1  # the newest is always processed
+    status = [m for m in got["status"] if m.header.get("skipped")]
+    assert not status or status[-1].header["skipped"] <= d.queue.skipped
+
+
+def test_bad_inputs_never_stop_the_daemon(run_daemon: Any, tmp_path: Path,
+                                          rng: np.random.Generator) -> None:
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    d, sub = run_daemon(acq, pixel_size_um=0.05)
+    (acq / "zero.tif").write_bytes(b"")
+    (acq / "garbage.tif").write_bytes(rng.integers(0, 255, 3000, dtype=np.uint8).tobytes())
+    (acq / "cut.nd2").write_bytes((TEST_DATA / "nd2" / "example-zstack.nd2").read_bytes()[:90000])
+    tifffile.imwrite(acq / "rgb.tif", np.zeros((16, 16, 3), np.uint8), photometric="rgb")
+    tifffile.imwrite(acq / "complex.tif", np.zeros((8, 8), np.complex64))
+    good = {
+        "u8.tif": rng.integers(0, 255, (40, 40), dtype=np.uint8),
+        "u12.tif": rng.integers(0, 4095, (40, 40), dtype=np.uint16),
+        "f32nan.tif": np.where(rng.random((40, 40)) < 0.05, np.nan,
+                               rng.random((40, 40))).astype(np.float32),
+        "inf.tif": np.where(rng.random((40, 40)) < 0.05, np.inf,
+                            rng.random((40, 40))).astype(np.float32),
+        "one.tif": np.array([[7]], np.uint16),
+        "wide.tif": rng.integers(0, 999, (3, 700), dtype=np.uint16),
+    }
+    for name, arr in good.items():
+        tifffile.imwrite(acq / name, arr)
+    doomed = acq / "deleted.tif"
+    tifffile.imwrite(doomed, np.zeros((8, 8), np.uint16))
+    doomed.unlink()
+    got = collect(sub, len(good), timeout=60)
+    assert sorted(Path(m.header["source"]).name for m in got["enhanced"]) == sorted(good)
+    for m in got["enhanced"]:
+        assert np.isfinite(m.array).all()
+    deadline = time.monotonic() + 20
+    statuses = got["status"]
+    errors: dict[str, str] = {}
+    while time.monotonic() < deadline and len(errors) < 5:
+        for msg in statuses:
+            if msg.header.get("state") == "error":
+                errors[Path(msg.header["file"]).name] = msg.header["reason"]
+        msg = sub.receive(0.5)
+        statuses = [msg] if msg is not None and msg.kind == "status" else []
+    assert set(errors) == {"zero.tif", "garbage.tif", "cut.nd2", "rgb.tif", "complex.tif"}
+    assert "empty" in errors["zero.tif"] and "RGB" in errors["rgb.tif"]
+    assert "complex64" in errors["complex.tif"]
+    # still alive and working
+    tifffile.imwrite(acq / "late.tif", np.ones((20, 20), np.uint16))
+    assert [Path(m.header["source"]).name for m in collect(sub, 1)["enhanced"]] == ["late.tif"]
+
+
+def test_permission_denied_is_reported(run_daemon: Any, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run as root, where chmod cannot deny reading: the OS error is injected instead."""
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    locked = acq / "locked.tif"
+    tifffile.imwrite(locked, np.ones((8, 8), np.uint16))
+    real_stat = Path.stat
+
+    def stat(self: Path, *a: Any, **k: Any) -> Any:
+        if self.name == "locked.tif":
+            raise PermissionError(13, "Permission denied")
+        return real_stat(self, *a, **k)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    d, sub = run_daemon(acq)
+    deadline = time.monotonic() + 15
+    reason = None
+    while reason is None and time.monotonic() < deadline:
+        msg = sub.receive(0.5)
+        if msg is not None and msg.header.get("state") == "error":
+            reason = msg.header["reason"]
+    assert reason is not None and "permission denied" in reason
+
+
+def test_settings_precedence_and_service_example(tmp_path: Path) -> None:
+    from tcan_live.errors import ConfigError
+    from tcan_live.settings import load_settings
+
+    repo = HERE.parent
+    example = load_settings(repo / "service" / "tcan-live.example.toml", env={})
+    assert example.endpoint.startswith("tcp://127.0.0.1")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('endpoint = "tcp://127.0.0.1:6001"\nsettle_s = 5\nmode = "latest"\n')
+    env = {"TCAN_LIVE_SETTLE_S": "3", "TCAN_LIVE_ENDPOINT": "tcp://127.0.0.1:6002"}
+    s = load_settings(cfg, env=env, endpoint="tcp://127.0.0.1:6003")
+    assert (s.endpoint, s.settle_s, s.mode) == ("tcp://127.0.0.1:6003", 3.0, "latest")
+    with pytest.raises(ConfigError, match="TCAN_LIVE_SETTLE_S"):
+        load_settings(None, env={"TCAN_LIVE_SETTLE_S": "-1"})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings(None, env={"TCAN_LIVE_NOPE": "1"})
+    assert load_settings(None, env={}, folder=Path("D:/acquisitions")).output_folder().name == \
+        "acquisitions_tcan"
