@@ -136,6 +136,23 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return watch_from_cli(args)
 
 
+@command("keys")
+def cmd_keys(args: argparse.Namespace) -> int:
+    from tcan_live.transport.publisher import create_keys
+
+    written = create_keys(Path(args.folder), tuple(args.clients.split(",")))
+    print("\n".join(f"wrote {p}" for p in written))
+    print("give each viewer its <name>.key_secret and server.key; keep server.key_secret here")
+    return 0
+
+
+@command("bench")
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tcan_live.bench.model import bench_from_cli
+
+    return bench_from_cli(args)
+
+
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
     from tcan_live.demo import run_demo
@@ -257,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input pixel size; overrides what the files record")
     p.add_argument("--ingest", default=None, help="also accept pushed frames on this endpoint")
     _add_model_options(p)
+
+    p = sub.add_parser("keys", help="create CURVE keys for remote viewers")
+    p.add_argument("folder", help="where to write the keys")
+    p.add_argument("--clients", default="viewer", help="comma-separated client names")
+
+    p = sub.add_parser("bench", help="measure the model and pipeline stages on this machine")
+    p.add_argument("--model", default=None)
+    p.add_argument("--sizes", default="512,1024,2048", help="frame sizes in px")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
 
     p = sub.add_parser("demo", help="simulate a live acquisition and watch it (the main job)")
     p.add_argument("--frames", type=int, default=12)

@@ -3,6 +3,7 @@ with a subscriber that never reads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,10 +34,8 @@ def _journal(out: Path) -> list[dict[str, object]]:
         return []
     rows = []
     for line in path.read_text().splitlines():
-        try:
+        with contextlib.suppress(json.JSONDecodeError):  # a line being written right now
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
     return rows
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import TEST_DATA, shared_path
+
 from tcan_live.daemon import Daemon
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.settings import Settings
@@ -109,7 +109,7 @@ def test_image_per_file_series(run_daemon: Any, tmp_path: Path, tiny_model: Path
 def test_growing_ome_stack(run_daemon: Any, tmp_path: Path, tiny_model: Path) -> None:
     acq = tmp_path / "acq"
     acq.mkdir()
-    d, sub = run_daemon(acq)
+    _d, sub = run_daemon(acq)
     w = simulate(acq, "--frames", "5", "--interval", "0.4", "--layout", "ome-stack")
     got = collect(sub, 5)
     assert w.wait(30) == 0
@@ -133,7 +133,7 @@ def test_nd2_being_written_then_complete(run_daemon: Any, tmp_path: Path,
     src = TEST_DATA / "nd2" / "example-timelapse.nd2"
     acq = tmp_path / "acq"
     acq.mkdir()
-    d, sub = run_daemon(acq)
+    _d, sub = run_daemon(acq)
     w = writer(str(HERE / "microscope.py"), "grow", str(src), str(acq / "live.nd2"), "40000",
                "0.1")
     got = collect(sub, 53, timeout=90)
@@ -156,7 +156,7 @@ def test_mmstack_copied_in(run_daemon: Any, tmp_path: Path) -> None:
     acq = tmp_path / "acq"
     acq.mkdir()
     # the file records a 5.23 um placeholder pixel size: the operator states the real one
-    d, sub = run_daemon(acq, pixel_size_um=0.1)
+    _d, sub = run_daemon(acq, pixel_size_um=0.1)
     w = writer(str(HERE / "microscope.py"), "copy", str(src), str(acq / src.name), "0.2")
     got = collect(sub, 20)
     assert w.wait(30) == 0
@@ -168,7 +168,7 @@ def test_ndtiff_dataset_copied_in(run_daemon: Any, tmp_path: Path) -> None:
     src = shared_path("ndtiff", "12_bit_pycromanager_mda")
     acq = tmp_path / "acq"
     acq.mkdir()
-    d, sub = run_daemon(acq, pixel_size_um=0.08)
+    _d, sub = run_daemon(acq, pixel_size_um=0.08)
     w = writer(str(HERE / "microscope.py"), "copy", str(src), str(acq / src.name), "0.2")
     got = collect(sub, 8)
     assert w.wait(30) == 0
@@ -203,7 +203,7 @@ def test_bad_inputs_never_stop_the_daemon(run_daemon: Any, tmp_path: Path,
                                           rng: np.random.Generator) -> None:
     acq = tmp_path / "acq"
     acq.mkdir()
-    d, sub = run_daemon(acq, pixel_size_um=0.05)
+    _d, sub = run_daemon(acq, pixel_size_um=0.05)
     (acq / "zero.tif").write_bytes(b"")
     (acq / "garbage.tif").write_bytes(rng.integers(0, 255, 3000, dtype=np.uint8).tobytes())
     (acq / "cut.nd2").write_bytes((TEST_DATA / "nd2" / "example-zstack.nd2").read_bytes()[:90000])
@@ -260,7 +260,7 @@ def test_permission_denied_is_reported(run_daemon: Any, tmp_path: Path,
         return real_stat(self, *a, **k)
 
     monkeypatch.setattr(Path, "stat", stat)
-    d, sub = run_daemon(acq)
+    _d, sub = run_daemon(acq)
     deadline = time.monotonic() + 15
     reason = None
     while reason is None and time.monotonic() < deadline:

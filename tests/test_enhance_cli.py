@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import TEST_DATA
+
 from tcan_live._cli import main
 from tcan_live.enhance_files import output_name
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
-
 from conftest import TEST_DATA, shared_path
+
 from tcan_live.errors import ReadError, UnsupportedInputError
 from tcan_live.frame import FrameIndex
 from tcan_live.sources.readers import open_stack, read_frames
@@ -143,13 +143,13 @@ def test_bad_inputs_give_named_reasons(tmp_path: Path) -> None:
         open_stack(junk)
     trunc = tmp_path / "trunc.nd2"
     trunc.write_bytes((ND2 / "example-timelapse.nd2").read_bytes()[:300_000])
-    with pytest.raises(ReadError, match="trunc.nd2"):
+    with pytest.raises(ReadError, match=r"trunc\.nd2"):
         open_stack(trunc)
     rgb = tmp_path / "rgb.tif"
     tifffile.imwrite(rgb, np.zeros((8, 8, 3), np.uint8), photometric="rgb")
     with pytest.raises(UnsupportedInputError, match="RGB"):
         open_stack(rgb)
-    with pytest.raises(UnsupportedInputError, match="unsupported file type '.png'"):
+    with pytest.raises(UnsupportedInputError, match=r"unsupported file type '\.png'"):
         (tmp_path / "a.png").write_bytes(b"x")
         open_stack(tmp_path / "a.png")
     with pytest.raises(ReadError, match="no such file"):

@@ -141,5 +141,5 @@ def test_curve_unauthenticated_client_receives_nothing(tmp_path: Path) -> None:
 
 
 def test_curve_needs_keys(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="server.key_secret"):
+    with pytest.raises(ConfigError, match=r"server\.key_secret"):
         ZmqPublisher("tcp://127.0.0.1:*", curve_keys=tmp_path)

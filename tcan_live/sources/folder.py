@@ -167,7 +167,8 @@ class FolderSource:
         except (ReadError, OSError) as err:
             reason = err.reason if isinstance(err, ReadError) else f"{type(err).__name__}: {err}"
             if settled and st.st_size == 0:
-                self._fail(t, "file is empty (0 bytes)", final=now - t.last_change >= self.give_up_s)
+                quiet = now - t.last_change >= self.give_up_s
+                self._fail(t, "file is empty (0 bytes)", final=quiet)
             else:
                 t.failed = reason  # maybe still being written: retry until give_up_s
         if t.complete or (t.failed and t.reported):

@@ -145,7 +145,8 @@ class ND2Reader(_Closing):
         )
 
     def planes(self, start: int = 0) -> Iterator[tuple[tuple[int, ...], Frame]]:
-        info, n_c = self.info, self.info.shape[self.info.axes.index("C")] if "C" in self.info.axes else 1
+        info = self.info
+        n_c = info.shape[info.axes.index("C")] if "C" in info.axes else 1
         for seq, loop in enumerate(self._f.loop_indices):
             if (seq + 1) * n_c <= start:
                 continue
@@ -181,7 +182,8 @@ class TiffReader(_Closing):
             self._tif = tifffile.TiffFile(path)
             series = self._tif.series
         except Exception as err:
-            raise ReadError(path, f"not a readable TIFF file ({type(err).__name__}: {err})") from err
+            reason = f"not a readable TIFF file ({type(err).__name__}: {err})"
+            raise ReadError(path, reason) from err
         if not series:
             self._tif.close()
             raise ReadError(path, "TIFF file holds no images")

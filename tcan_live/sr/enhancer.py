@@ -19,9 +19,9 @@ import torch
 from tcan_live.errors import UnsupportedInputError
 from tcan_live.sr.card import Card, resolve_model
 from tcan_live.sr.model import load_generator
+from tcan_live.sr.network import UNET_DEPTH
 from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_affine
 from tcan_live.sr.resample import check_factor, resample, resample_to_shape
-from tcan_live.sr.network import UNET_DEPTH
 from tcan_live.sr.tiling import Stitcher, Tile, pad_to, plan_tiles
 
 log = logging.getLogger(__name__)

@@ -124,7 +124,7 @@ class UNetBranch(nn.Module):
 
 
 class FourierChannelAttention(nn.Module):
-    """Channel weights from |FFT(y)|^gamma: conv, ReLU, global average pool, conv, ReLU, conv, sigmoid.
+    """Channel weights from |FFT(y)|^gamma: conv, ReLU, global pool, conv, ReLU, conv, sigmoid.
 
     The FFT uses ``norm="ortho"`` so that the pooled spectrum statistics do not grow with the
     image size (tiles of different sizes see comparable attention).
@@ -148,7 +148,10 @@ class FourierChannelAttention(nn.Module):
 
 
 class FCAB(nn.Module):
-    """Fourier channel attention block: y + y_o * attention(y_o), y_o = GELU(Conv(GELU(Conv(y))))."""
+    """Fourier channel attention block: y + y_o * attention(y_o).
+
+    y_o = GELU(Conv(GELU(Conv(y)))).
+    """
 
     def __init__(self, channels: int, *, gamma: float, reduction: int) -> None:
         super().__init__()

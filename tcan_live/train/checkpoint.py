@@ -57,5 +57,6 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     with safe_open(str(st), framework="pt") as fh:
         saved_step = (fh.metadata() or {}).get("step")
     if saved_step != str(meta["step"]):
-        raise ModelError(st, f"checkpoint torn: tensors at step {saved_step}, JSON at {meta['step']}")
+        raise ModelError(st, f"checkpoint torn: tensors at step {saved_step}, "
+                             f"JSON at {meta['step']}")
     return load_file(str(st)), meta

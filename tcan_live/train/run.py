@@ -60,10 +60,17 @@ def train_from_cli(args: argparse.Namespace) -> int:
 def _run_with_progress(trainer: Trainer, stop: threading.Event) -> dict[str, float]:
     if not sys.stderr.isatty():
         return trainer.run(should_stop=stop.is_set)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns: Any = (TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    columns: Any = (TextColumn("[bold]train"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, transient=False) as prog:
         task = prog.add_task("train", total=trainer.cfg.steps, completed=trainer.step, info="")
 

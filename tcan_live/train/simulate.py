@@ -74,7 +74,7 @@ def worm_like_chain(
     rng: np.random.Generator, start: np.ndarray, length_px: float, persistence_px: float,
     step_px: float = 0.25, angle: float | None = None,
 ) -> np.ndarray:
-    """Points along a 2-D worm-like chain (tangent angle diffuses with variance step/persistence)."""
+    """Points along a 2-D worm-like chain (tangent angle diffuses, variance step/persistence)."""
     n = max(int(length_px / step_px), 2)
     theta0 = rng.uniform(0, 2 * np.pi) if angle is None else angle
     dtheta = rng.normal(0.0, math.sqrt(step_px / max(persistence_px, 1e-3)), n)
@@ -99,7 +99,7 @@ def filament_points(
         length = rng.uniform(0.3, 1.5) * max(h, w)
         chain = worm_like_chain(rng, start, length, persistence_um / px_um)
         pts.append(chain)
-        wts.append(np.full(len(chain), 0.25 * rng.uniform(0.6, 1.4)))  # per 0.25-px step
+        wts.append(np.full(len(chain), 0.25 * rng.uniform(0.6, 1.4)))  # per 0.25 px step
     return np.concatenate(pts), np.concatenate(wts)
 
 

@@ -27,7 +27,6 @@ from tcan_live.train.simulate import (
     actin_points,
     detect,
     expected_images,
-    worm_like_chain,
 )
 
 

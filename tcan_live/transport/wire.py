@@ -71,7 +71,8 @@ def decode(frames: list[bytes] | list[memoryview]) -> Message:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ProtocolError(f"header is not UTF-8 JSON: {err}") from err
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ProtocolError(f"unknown message format {header.get('format') if isinstance(header, dict) else header!r}")
+        found = header.get("format") if isinstance(header, dict) else header
+        raise ProtocolError(f"unknown message format {found!r}")
     if header.get("version") != VERSION:
         raise ProtocolError(f"unsupported version {header.get('version')!r} (expected {VERSION})")
     if header.get("kind") not in KINDS:

@@ -1,0 +1,147 @@
+"""``tcan-live bench``: FLOPs, time per frame, effective GFLOP/s against the measured peak of the
+model's dominant operation (a 3x3 convolution at the model's width), stage breakdown, memory."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def conv_peak_gflops(channels: int, size: int, device: torch.device,
+                     dtype: torch.dtype | None, seconds: float = 2.0) -> float:
+    """Measured GFLOP/s of a C->C 3x3 convolution on a (4, C, size, size) batch."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device).eval()
+    x = torch.randn(4, channels, size, size, device=device)
+    flops = 2 * 9 * channels * channels * size * size * 4
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                enabled=dtype is not None):
+        conv(x)
+        _sync(device)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            conv(x)
+            n += 1
+        _sync(device)
+        dt = time.perf_counter() - t0
+    return flops * n / dt / 1e9
+
+
+def frame_flops(enhancer: Any, size: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        enhancer.enhance(np.zeros((size, size), np.float32), enhancer.pixel_size_um)
+    return float(counter.get_total_flops())
+
+
+def stage_times(enhancer: Any, size: int, repeats: int) -> dict[str, float]:
+    """Median ms per stage for one frame, the real code paths (tifffile read, Enhancer stages,
+    trust check, fsync'd OutputStore save, wire encode + publish on a socket)."""
+    import tifffile
+
+    from tcan_live.export.store import OutputStore
+    from tcan_live.frame import Frame, FrameIndex
+    from tcan_live.sr.trust import trust_check
+    from tcan_live.transport.publisher import ZmqPublisher
+
+    rng = np.random.default_rng(0)
+    rows: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "f.tif"
+        tifffile.imwrite(path, rng.integers(0, 4000, (size, size), dtype=np.uint16))
+        store = OutputStore(Path(tmp) / "out")
+        pub = ZmqPublisher("tcp://127.0.0.1:*")
+        try:
+            for r in range(repeats):
+                t0 = time.perf_counter()
+                raw = tifffile.imread(path)
+                read = time.perf_counter() - t0
+                res = enhancer.enhance(raw, enhancer.pixel_size_um)
+                t1 = time.perf_counter()
+                trust_check(raw.astype(np.float32), res.image, enhancer.pixel_size_um)
+                t2 = time.perf_counter()
+                store.add(Frame(raw, FrameIndex(t=r), stream="s"), res.image, 0.05)
+                t3 = time.perf_counter()
+                pub.publish("raw", "s", {"seq": r}, raw)
+                pub.publish("enhanced", "s", {"seq": r}, res.image)
+                t4 = time.perf_counter()
+                rows.append({"read": 1000 * read, **res.timings_ms, "trust": 1000 * (t2 - t1),
+                             "write": 1000 * (t3 - t2), "encode+publish": 1000 * (t4 - t3)})
+        finally:
+            pub.close()
+    return {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+
+
+def bench(model: str | None, sizes: list[int], device: str, repeats: int,
+          tile: int | None) -> tuple[list[dict[str, object]], list[dict[str, object]],
+                                     dict[str, Any]]:
+    from tcan_live.sr.enhancer import Enhancer
+
+    enh = Enhancer(model, device=device, tile=tile)
+    arch = enh.card.architecture
+    dev = enh.device
+    shapes = {(arch.dfcan_width, enh.tile), (arch.unet_widths[0], enh.tile),
+              (arch.unet_widths[1], enh.tile // 2), (arch.unet_widths[2], enh.tile // 4),
+              (64, 256)}
+    peaks = {f"conv3x3 {c}ch @{s}px": conv_peak_gflops(c, s, dev, enh.dtype)
+             for c, s in sorted(shapes)}
+    best = max(peaks.values())  # the model's convs run at several widths; use the best of them
+    rows, stages = [], []
+    for size in sizes:
+        flops = frame_flops(enh, size)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times, fwd = [], []
+        for _ in range(repeats):
+            img = np.random.default_rng(size).random((size, size)).astype(np.float32)
+            _sync(dev)
+            t0 = time.perf_counter()
+            res = enh.enhance(img, enh.pixel_size_um)
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+            fwd.append(res.timings_ms["forward"] / 1000)
+        t, f = float(np.median(times)), float(np.median(fwd))
+        mem = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else
+               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        rows.append({"frame": f"{size}x{size}", "GFLOP/frame": flops / 1e9, "s/frame": t,
+                     "frames/s": 1 / t, "GFLOP/s (forward)": flops / f / 1e9,
+                     "GFLOP/s (frame)": flops / t / 1e9,
+                     "ratio to best conv peak": flops / f / 1e9 / best,
+                     "peak memory MB": mem})
+        stages.append({"frame": f"{size}x{size}", **{k: round(v, 1) for k, v in
+                                                      stage_times(enh, size, repeats).items()}})
+    info = {"model": enh.model_id, "device": str(dev), "tile": enh.tile, "overlap": enh.overlap,
+            "precision": str(enh.dtype or torch.float32), "peaks": peaks}
+    return rows, stages, info
+
+
+def bench_from_cli(args: argparse.Namespace) -> int:
+    from tcan_live.bench.report import machine, table, write_section
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows, stages, info = bench(args.model, sizes, args.device, args.repeats, args.tile)
+    peaks = ", ".join(f"{k}: {v:.1f} GFLOP/s" for k, v in info["peaks"].items())
+    body = "\n".join([
+        f"`tcan-live bench --sizes {args.sizes} --repeats {args.repeats}` on {machine()}.",
+        f"Model {info['model']} on {info['device']}, tile {info['tile']} (overlap "
+        f"{info['overlap']}), {info['precision']}. Measured peaks in the same run: {peaks}. "
+        "FLOPs from torch's FlopCounterMode (convolutions and matmuls; FFTs not counted).",
+        "", table(rows), "", "Stage breakdown (median ms per frame):", "", table(stages)])
+    print(body)
+    if args.write_docs:
+        write_section(f"bench-{info['device'].split(':')[0]}", body)
+    return 0
