@@ -129,6 +129,13 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     return enhance_from_cli(args)
 
 
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from tcan_live.export.run import export_from_cli
+
+    return export_from_cli(args)
+
+
 @command("watch")
 def cmd_watch(args: argparse.Namespace) -> int:
     from tcan_live.daemon import watch_from_cli
@@ -190,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write on the model's pixel grid instead of the input grid")
     p.add_argument("--residual", action="store_true",
                    help="also write the trust-check residual map (<name>_residual.ome.tif)")
+
+    p = sub.add_parser("export", help="drift-free enhanced time-lapse (OME-TIFF, CSV, movie)")
+    p.add_argument("input", help="ND2 / TIFF / OME-TIFF time-lapse, or tcan-live output")
+    p.add_argument("-o", "--output", required=True, help="OUT.ome.tif")
+    _add_model_options(p)
+    p.add_argument("--drift-correct", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--reference", choices=["first", "previous", "running-mean"],
+                   default="first")
+    p.add_argument("--drift-channel", type=int, default=0)
+    p.add_argument("--drift-on", choices=["raw", "enhanced"], default="raw")
+    p.add_argument("--smooth", type=int, default=1, help="moving-average window (frames)")
+    p.add_argument("--pad", action="store_true", help="keep the full field (NaN outside)")
+    p.add_argument("--movie", default=None, help="OUT.mp4 or OUT.gif")
+    p.add_argument("--save-raw", action="store_true", help="also OUT_raw.ome.tif")
+    p.add_argument("--pixel-size-um", type=float, default=None)
 
     p = sub.add_parser("models", help="list installed models, or export one to ONNX")
     p.add_argument("models_action", nargs="?", choices=["list", "export"], default="list")

@@ -84,9 +84,10 @@ class DynamicFilaments:
                 f.angles = np.concatenate([f.angles, extra])
             else:
                 f.angles = f.angles[: max(len(f.angles) + n, int(10 / STEP))]
-            # bending: a smooth, slowly varying curvature change along the chain
-            k = np.cumsum(rng.normal(0, 2e-4, len(f.angles)))
-            f.angles = f.angles + k - k.mean()
+            # bending: a slow, smooth change of curvature, anchored at the minus end (the
+            # plus end wanders most, ~0.1 um per frame for a 10 um filament)
+            k = np.cumsum(rng.normal(0, 1e-5, len(f.angles)))
+            f.angles = f.angles + k
 
     def points(self) -> tuple[np.ndarray, np.ndarray]:
         pts, wts = [], []
