@@ -89,3 +89,42 @@ def decode(frames: list[bytes] | list[memoryview]) -> Message:
                                 f"{dtype_name}")
         array = np.frombuffer(buf, dtype=dtype).reshape(shape)
     return Message(topic.decode("ascii", "replace"), header, array)
+
+
+# ---------------------------------------------------------------------------------------------
+# ingest: acquisition software -> daemon (PUSH -> PULL), two frames [header, buffer]
+
+INGEST_FORMAT = "tcan-live-ingest"
+
+
+def encode_ingest(header: dict[str, Any], array: np.ndarray) -> list[bytes | memoryview]:
+    arr = np.ascontiguousarray(array)
+    if arr.ndim != 2:
+        raise ProtocolError(f"ingest frames must be 2-D, got shape {arr.shape}")
+    if arr.dtype.name not in DTYPES:
+        raise ProtocolError(f"dtype {arr.dtype} cannot be sent; expected one of {DTYPES}")
+    arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    head = {"format": INGEST_FORMAT, "version": VERSION, **header, "shape": list(arr.shape),
+            "dtype": arr.dtype.name}
+    return [json.dumps(head, separators=(",", ":")).encode("utf-8"), memoryview(arr).cast("B")]
+
+
+def decode_ingest(frames: list[bytes] | list[memoryview]) -> tuple[dict[str, Any], np.ndarray]:
+    if len(frames) != 2:
+        raise ProtocolError(f"expected 2 ingest frames, got {len(frames)}")
+    head_b, buf = (bytes(f) for f in frames)
+    try:
+        header = json.loads(head_b.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ProtocolError(f"ingest header is not UTF-8 JSON: {err}") from err
+    if not isinstance(header, dict) or header.get("format") != INGEST_FORMAT:
+        raise ProtocolError("not a tcan-live ingest message")
+    if header.get("version") != VERSION:
+        raise ProtocolError(f"unsupported ingest version {header.get('version')!r}")
+    if header.get("dtype") not in DTYPES:
+        raise ProtocolError(f"dtype {header.get('dtype')!r} not allowed")
+    dtype = np.dtype(header["dtype"]).newbyteorder("<")
+    shape = tuple(int(s) for s in header.get("shape", ()))
+    if len(shape) != 2 or shape[0] * shape[1] * dtype.itemsize != len(buf):
+        raise ProtocolError(f"buffer of {len(buf)} bytes does not match shape {shape}")
+    return header, np.frombuffer(buf, dtype=dtype).reshape(shape)
