@@ -136,6 +136,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return export_from_cli(args)
 
 
+@command("view")
+def cmd_view(args: argparse.Namespace) -> int:
+    from tcan_live.viewer.app import view_from_cli
+
+    return view_from_cli(args)
+
+
+@command("record")
+def cmd_record(args: argparse.Namespace) -> int:
+    from tcan_live.record import record_from_cli
+
+    return record_from_cli(args)
+
+
 @command("watch")
 def cmd_watch(args: argparse.Namespace) -> int:
     from tcan_live.daemon import watch_from_cli
@@ -296,6 +310,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input pixel size; overrides what the files record")
     p.add_argument("--ingest", default=None, help="also accept pushed frames on this endpoint")
     _add_model_options(p)
+
+    p = sub.add_parser("view", help="napari window: raw and enhanced frames, live")
+    p.add_argument("address", nargs="?", default="tcp://127.0.0.1:5557")
+    p.add_argument("--buffer", type=int, default=50, help="frames kept per layer")
+    p.add_argument("--fps", type=float, default=10.0, help="most layer updates per second")
+    p.add_argument("--curve-keys", default=None, help="folder with server.key + client key")
+
+    p = sub.add_parser("record", help="save what the daemon publishes (headless)")
+    p.add_argument("address", nargs="?", default="tcp://127.0.0.1:5557")
+    p.add_argument("-o", "--output", required=True, help="OUT.ome.tif")
+    p.add_argument("--kind", choices=["enhanced", "raw"], default="enhanced")
+    p.add_argument("--frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--idle", type=float, default=30.0, help="stop after S seconds of silence")
+    p.add_argument("--fill-from", default=None, help="daemon output folder to fill gaps")
+    p.add_argument("--curve-keys", default=None)
 
     p = sub.add_parser("keys", help="create CURVE keys for remote viewers")
     p.add_argument("folder", help="where to write the keys")

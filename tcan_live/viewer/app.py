@@ -1,0 +1,199 @@
+"""``tcan-live view``: napari window with raw and enhanced frames, live (optional extra).
+
+A receiver thread decodes messages off the GUI thread and keeps only the newest pending frame
+per layer; a Qt timer applies them to the layers (at most ``fps`` times a second). A slow
+redraw therefore skips stale frames instead of falling behind. Each layer holds a ring buffer
+of the last ``buffer`` frames along the time axis. Raw and enhanced are side by side (napari
+grid mode); channel 0 is magenta and channel 1 cyan (the paper's microtubules / actin
+convention), one channel is grey. Contrast limits follow the data slowly so they stay stable.
+The scale bar uses the frames' pixel size. The ZeroMQ socket reconnects by itself when the
+daemon restarts; the status line says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tcan_live.transport.subscriber import FrameSubscriber
+from tcan_live.transport.wire import Message
+
+COLORMAPS = ("magenta", "cyan")
+
+
+@dataclass
+class LayerState:
+    ring: np.ndarray
+    filled: int = 0
+    limits: tuple[float, float] | None = None
+    last_seq: int = -1
+    layer: Any = None
+
+
+@dataclass
+class ViewStats:
+    received: int = 0
+    shown: int = 0
+    skipped: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100))
+    shown_times: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    daemon: dict[str, Any] = field(default_factory=dict)
+    run: str | None = None
+    restarts: int = 0
+
+
+class LiveView:
+    """Connects a napari viewer to a daemon. ``start()`` begins receiving and updating."""
+
+    def __init__(self, viewer: Any, endpoint: str, *, buffer: int = 50, fps: float = 10.0,
+                 draw_delay_s: float = 0.0, curve_keys: Any = None) -> None:
+        self.viewer, self.endpoint = viewer, endpoint
+        self.buffer, self.fps, self.draw_delay_s = buffer, fps, draw_delay_s
+        self.curve_keys = curve_keys
+        self.layers: dict[tuple[str, str, int], LayerState] = {}
+        self.stats = ViewStats()
+        self._pending: dict[tuple[str, str, int], Message] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="tcan-view-recv", daemon=True)
+        self._timer: Any = None
+
+    # -- receiver thread ---------------------------------------------------------------------
+    def _receive(self) -> None:
+        sub = FrameSubscriber(self.endpoint, rcvhwm=4, curve_keys=self.curve_keys)
+        try:
+            while not self._stop.is_set():
+                msg = sub.receive(0.2)
+                if msg is None:
+                    continue
+                if msg.kind == "status":
+                    self._status(msg.header)
+                    continue
+                self.stats.received += 1
+                key = (msg.kind, str(msg.header.get("stream", "")),
+                       int(msg.header.get("index", {}).get("c", 0)))
+                with self._lock:
+                    if key in self._pending:
+                        self.stats.skipped += 1  # a newer frame came before we could draw
+                    self._pending[key] = msg
+        finally:
+            sub.close()
+
+    def _status(self, header: dict[str, Any]) -> None:
+        run = header.get("run")
+        if self.stats.run is not None and run != self.stats.run:
+            self.stats.restarts += 1
+        self.stats.run = run
+        self.stats.daemon = header
+
+    # -- GUI thread --------------------------------------------------------------------------
+    def start(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.viewer.grid.enabled = True
+        self.viewer.scale_bar.visible = True
+        self.viewer.text_overlay.visible = True
+        self._thread.start()
+        self._timer = QTimer()
+        self._timer.timeout.connect(self.update)
+        self._timer.start(int(1000 / self.fps))
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def update(self) -> None:
+        """Apply the newest pending frame of every layer (called by the timer)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for key in sorted(pending):  # raw before enhanced: stable grid order
+            self._show(key, pending[key])
+        if pending and self.draw_delay_s:
+            time.sleep(self.draw_delay_s)  # test hook: a slow display
+        self.viewer.text_overlay.text = self.status_line()
+
+    def _show(self, key: tuple[str, str, int], msg: Message) -> None:
+        assert msg.array is not None
+        img = np.asarray(msg.array, np.float32)
+        st = self.layers.get(key)
+        if st is None or st.ring.shape[1:] != img.shape:
+            st = self._new_layer(key, msg, img.shape)
+        if st.filled < self.buffer:
+            st.ring[st.filled] = img
+            st.filled += 1
+        else:
+            st.ring[:-1] = st.ring[1:]
+            st.ring[-1] = img
+        lo, hi = np.percentile(img, [0.5, 99.8])
+        if st.limits is None:
+            st.limits = (float(lo), float(max(hi, lo + 1e-6)))
+        else:  # follow slowly: no flicker from frame to frame
+            a = 0.1
+            st.limits = ((1 - a) * st.limits[0] + a * lo, (1 - a) * st.limits[1] + a * hi)
+        st.layer.contrast_limits = st.limits
+        st.layer.refresh()
+        st.last_seq = int(msg.header.get("seq", -1))
+        self.viewer.dims.set_current_step(0, st.filled - 1)
+        self.stats.shown += 1
+        now = time.time()
+        self.stats.shown_times.append(now)
+        if msg.header.get("seen_at"):
+            self.stats.latencies_ms.append(1000 * (now - float(msg.header["seen_at"])))
+
+    def _new_layer(self, key: tuple[str, str, int], msg: Message,
+                   shape: tuple[int, ...]) -> LayerState:
+        kind, _, c = key
+        px = msg.header.get("pixel_size_um") or 1.0
+        n_channels = 1 + max([k[2] for k in self.layers if k[1] == key[1]] + [c])
+        name = f"{kind} c{c}" + (f" {msg.header['channel_name']}"
+                                 if msg.header.get("channel_name") else "")
+        ring = np.zeros((self.buffer, *shape), np.float32)
+        colormap = COLORMAPS[c % 2] if n_channels > 1 or c > 0 else "gray"
+        layer = self.viewer.add_image(ring, name=name, colormap=colormap,
+                                      blending="additive", scale=(1.0, px, px),
+                                      units=("s", "um", "um"))
+        st = LayerState(ring=ring, layer=layer)
+        self.layers[key] = st
+        if c == 1:  # a second channel appeared: channel 0 of the same kind becomes magenta
+            first = self.layers.get((kind, key[1], 0))
+            if first is not None:
+                first.layer.colormap = COLORMAPS[0]
+        self.viewer.grid.stride = max(1, len({k[2] for k in self.layers}))
+        return st
+
+    def status_line(self) -> str:
+        s = self.stats
+        lat = np.median(s.latencies_ms) if s.latencies_ms else float("nan")
+        times = list(s.shown_times)
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 and times[-1] > times[0] \
+            else 0.0
+        d = s.daemon
+        daemon = (f"daemon {d.get('state', '?')}: {d.get('frames_done', 0)} done, "
+                  f"{d.get('errors', 0)} errors" if d else "waiting for the daemon")
+        restart = f", restarted x{s.restarts}" if s.restarts else ""
+        return (f"latency {lat:.0f} ms | {fps:.1f} frames/s shown | {s.skipped} skipped | "
+                f"{daemon}{restart}")
+
+
+def view_from_cli(args: Any) -> int:
+    try:
+        import napari
+    except ImportError:
+        print("tcan-live view needs the viewer extra: pip install 'tcan-live[viewer]'")
+        return 2
+    viewer = napari.Viewer(title=f"tcan-live: {args.address}")
+    live = LiveView(viewer, args.address, buffer=args.buffer, fps=args.fps,
+                    curve_keys=args.curve_keys)
+    live.start()
+    try:
+        napari.run()
+    finally:
+        live.stop()
+    return 0
