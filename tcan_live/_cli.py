@@ -51,7 +51,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         out = export_onnx(resolve_model(args.model), Path(args.out) if args.out else None,
                           size=args.size)
-        print(f"wrote {out.path} (max abs difference to PyTorch {out.max_abs_diff:.2e})")
+        print(f"wrote {out.path}: input (N, 1, {args.size or 'tile'}, ...) normalised tiles; "
+              f"max |ONNX - PyTorch| = {out.max_abs_diff:.2e} (output range "
+              f"{out.output_range:.3g})")
         return 0
     models = installed_models()
     if not models:
@@ -232,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--onnx", action="store_true", help="(export) write ONNX (the only format)")
     p.add_argument("--out", default=None, help="(export) output .onnx path")
-    p.add_argument("--size", type=int, default=256, help="(export) tile size for the check")
+    p.add_argument("--size", type=int, default=None, help="(export) tile size (card's)")
 
     p = sub.add_parser("simulate", help="simulate confocal/STED training pairs or a time-lapse")
     p.add_argument("out", help="output folder")

@@ -123,24 +123,48 @@ class UNetBranch(nn.Module):
         return self.last(u)
 
 
+def _dft_magnitude(y: torch.Tensor) -> torch.Tensor:
+    """|FFT2(y)| (ortho), fft-shifted, with real DFT matrices: the same numbers as
+    ``torch.fft`` but only real operations, so that the graph exports to ONNX."""
+    h, w = y.shape[-2], y.shape[-1]
+
+    def cos_sin(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k = torch.arange(n, device=y.device, dtype=torch.float32)
+        ang = (2 * torch.pi / n) * torch.outer(k, k)
+        return torch.cos(ang), torch.sin(ang)
+
+    ch, sh = cos_sin(h)
+    cw, sw = cos_sin(w)
+    a, b = ch @ y, sh @ y
+    re = a @ cw - b @ sw
+    im = b @ cw + a @ sw
+    mag = torch.sqrt(re * re + im * im) / (h * w) ** 0.5
+    return torch.roll(mag, shifts=(h // 2, w // 2), dims=(-2, -1))
+
+
 class FourierChannelAttention(nn.Module):
     """Channel weights from |FFT(y)|^gamma: conv, ReLU, global pool, conv, ReLU, conv, sigmoid.
 
     The FFT uses ``norm="ortho"`` so that the pooled spectrum statistics do not grow with the
-    image size (tiles of different sizes see comparable attention).
+    image size (tiles of different sizes see comparable attention). ``real_dft = True`` computes
+    the same magnitude with real matrix products (for ONNX export; slower).
     """
 
     def __init__(self, channels: int, *, gamma: float, reduction: int) -> None:
         super().__init__()
         hidden = max(channels // reduction, 4)
         self.gamma = gamma
+        self.real_dft = False
         self.spectral = _conv(channels, channels)
         self.squeeze = nn.Conv2d(channels, hidden, 1)
         self.excite = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        spec = torch.fft.fftshift(torch.fft.fft2(y.float(), norm="ortho"), dim=(-2, -1))
-        mag = (spec.abs() + 1e-8).pow(self.gamma).to(y.dtype)
+        if self.real_dft:
+            amp = _dft_magnitude(y.float())
+        else:
+            amp = torch.fft.fftshift(torch.fft.fft2(y.float(), norm="ortho"), dim=(-2, -1)).abs()
+        mag = (amp + 1e-8).pow(self.gamma).to(y.dtype)
         a = F.relu(self.spectral(mag))
         a = F.adaptive_avg_pool2d(a, 1)
         a = F.relu(self.squeeze(a))
