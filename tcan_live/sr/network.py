@@ -160,15 +160,18 @@ class FourierChannelAttention(nn.Module):
         self.excite = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        if self.real_dft:
-            amp = _dft_magnitude(y.float())
-        else:
-            amp = torch.fft.fftshift(torch.fft.fft2(y.float(), norm="ortho"), dim=(-2, -1)).abs()
-        mag = (amp + 1e-8).pow(self.gamma).to(y.dtype)
+        mag = self._spectrum(y.float()).to(y.dtype)
         a = F.relu(self.spectral(mag))
         a = F.adaptive_avg_pool2d(a, 1)
         a = F.relu(self.squeeze(a))
         return torch.sigmoid(self.excite(a))
+
+    def _spectrum(self, y: torch.Tensor) -> torch.Tensor:
+        """fftshift(|FFT2(y)|)^gamma."""
+        if self.real_dft:
+            return (_dft_magnitude(y) + 1e-8).pow(self.gamma)
+        spec = torch.fft.fftshift(torch.fft.fft2(y, norm="ortho"), dim=(-2, -1))
+        return (spec.abs() + 1e-8).pow(self.gamma)
 
 
 class FCAB(nn.Module):
