@@ -193,6 +193,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=None, help="tile size in px (default: card's)")
 
 
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", default=None, help="Dask scheduler, e.g. tcp://HOST:8786")
+    p.add_argument("--workers", type=int, default=None,
+                   help="start a local Dask cluster with N worker processes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcan-live",
@@ -213,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write on the model's pixel grid instead of the input grid")
     p.add_argument("--residual", action="store_true",
                    help="also write the trust-check residual map (<name>_residual.ome.tif)")
+    _add_cluster_options(p)
 
     p = sub.add_parser("export", help="drift-free enhanced time-lapse (OME-TIFF, CSV, movie)")
     p.add_argument("input", help="ND2 / TIFF / OME-TIFF time-lapse, or tcan-live output")
@@ -227,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad", action="store_true", help="keep the full field (NaN outside)")
     p.add_argument("--movie", default=None, help="OUT.mp4 or OUT.gif")
     p.add_argument("--save-raw", action="store_true", help="also OUT_raw.ome.tif")
+    _add_cluster_options(p)
     p.add_argument("--pixel-size-um", type=float, default=None)
 
     p = sub.add_parser("models", help="list installed models, or export one to ONNX")

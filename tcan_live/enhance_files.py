@@ -7,14 +7,15 @@ import contextlib
 import logging
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tcan_live.errors import TcanError
 from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
-from tcan_live.sources.readers import StackInfo, open_stack
+from tcan_live.sources.readers import StackInfo, StackReader, open_stack
 
 log = logging.getLogger(__name__)
 IN_MEMORY_LIMIT = 2 * 2**30
@@ -40,41 +41,67 @@ def _allocate(shape: tuple[int, ...], folder: Path, stack: contextlib.ExitStack)
     return np.lib.format.open_memmap(Path(tmp) / "buf.npy", "w+", np.float32, shape)
 
 
+def _local(enhancer: Any, reader: StackReader, px: float | None, keep_model_grid: bool,
+           path: Path) -> Iterator[tuple[tuple[int, ...], np.ndarray | None, np.ndarray,
+                                         float | None]]:
+    for idx, frame in reader.planes():
+        res = enhancer.enhance(frame.data, px, keep_model_grid=keep_model_grid, source=str(path))
+        yield idx, frame.data, res.image, res.pixel_size_um
+
+
+def _cluster(client: Any, reader: StackReader, px: float | None, keep_model_grid: bool,
+             path: Path, with_raw: bool, progress: Callable[[int, int], None] | None
+             ) -> Iterator[tuple[tuple[int, ...], np.ndarray | None, np.ndarray, float | None]]:
+    from tcan_live.distributed import enhance_planes
+
+    results = enhance_planes(client, path, reader.info.n_planes, pixel_size_um=px,
+                             keep_model_grid=keep_model_grid, progress=progress)
+    if with_raw:  # the residual needs the raw planes here as well
+        for k, (idx, frame) in enumerate(reader.planes()):
+            yield idx, frame.data, results[k][1], results[k][2]
+    else:
+        for k in sorted(results):
+            idx, img, out_px = results[k]
+            yield idx, None, img, out_px
+
+
 def enhance_file(
-    enhancer: object, path: Path, out_dir: Path, *, pixel_size_um: float | None = None,
+    enhancer: Any, path: Path, out_dir: Path, *, pixel_size_um: float | None = None,
     keep_model_grid: bool = False, residual: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, client: Any = None,
 ) -> list[Path]:
-    """Enhance every plane of one input; returns the files written (nothing on failure)."""
-    from tcan_live.sr.enhancer import Enhancer
+    """Enhance every plane of one input; returns the files written (nothing on failure).
+
+    With a Dask ``client`` the planes are enhanced on the cluster's workers (each holding the
+    model) and written here in order, exactly as in the single-process path."""
     from tcan_live.sr.resample import resample_to_shape
     from tcan_live.sr.trust import trust_check
 
-    assert isinstance(enhancer, Enhancer)
     reader = open_stack(path)
     with reader, contextlib.ExitStack() as stack:
         info = reader.info
         px = pixel_size_um or info.pixel_size_um
+        results = (_cluster(client, reader, px, keep_model_grid, path, residual, progress)
+                   if client is not None else _local(enhancer, reader, px, keep_model_grid, path))
         out: np.ndarray | None = None
         res: np.ndarray | None = None
         out_px = px
-        for k, (idx, frame) in enumerate(reader.planes()):
-            result = enhancer.enhance(frame.data, px, keep_model_grid=keep_model_grid,
-                                      source=str(path))
+        for k, (idx, raw, image, image_px) in enumerate(results):
             if out is None:
-                out = _allocate(info.shape + result.image.shape, out_dir, stack)
-                out_px = result.pixel_size_um
+                out = _allocate(info.shape + image.shape, out_dir, stack)
+                out_px = image_px
                 if residual:
                     res = _allocate(info.shape + info.plane_shape, out_dir, stack)
-            out[idx] = result.image
-            if res is not None:
-                grid_out = (resample_to_shape(result.image, info.plane_shape)
-                            if keep_model_grid else result.image)
-                res[idx] = trust_check(frame.data.astype(np.float32), grid_out,
-                                       px or enhancer.pixel_size_um,
-                                       confocal_fwhm_nm=enhancer.card.confocal_fwhm_nm,
-                                       target_fwhm_nm=enhancer.card.target_fwhm_nm).residual
-            if progress:
+            out[idx] = image
+            if res is not None and raw is not None:
+                grid_out = (resample_to_shape(image, info.plane_shape) if keep_model_grid
+                            else image)
+                card = enhancer.card
+                res[idx] = trust_check(raw.astype(np.float32), grid_out,
+                                       px or card.pixel_size_um,
+                                       confocal_fwhm_nm=card.confocal_fwhm_nm,
+                                       target_fwhm_nm=card.target_fwhm_nm).residual
+            if progress and client is None:
                 progress(k + 1, info.n_planes)
         if out is None:
             raise TcanError(f"{path}: no planes to enhance")
@@ -92,14 +119,37 @@ def _meta(info: StackInfo, px: float | None, enhancer: object) -> OmeMeta:
                    description=f"Enhanced by tcan-live with model {model} from {info.path.name}")
 
 
+class ModelInfo:
+    """What the writer needs of a model when the model itself runs on cluster workers."""
+
+    def __init__(self, model: str | None) -> None:
+        from tcan_live.sr.card import read_card, resolve_model
+
+        self.card = read_card(resolve_model(model))
+        self.model_id = self.card.id
+
+
 def enhance_from_cli(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from tcan_live.sr.enhancer import Enhancer
-
-    enhancer = Enhancer(args.model, device=args.device, tile=args.tile)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.scheduler or args.workers:
+            from tcan_live.distributed import connect
+
+            enhancer: Any = ModelInfo(args.model)
+            client = stack.enter_context(connect(args.scheduler, args.workers, model=args.model,
+                                                 device=args.device, tile=args.tile))
+        else:
+            from tcan_live.sr.enhancer import Enhancer
+
+            enhancer = Enhancer(args.model, device=args.device, tile=args.tile)
+        return _enhance_all(args, enhancer, out_dir, client)
+
+
+def _enhance_all(args: argparse.Namespace, enhancer: Any, out_dir: Path, client: Any) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     failures = 0
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
@@ -114,7 +164,7 @@ def enhance_from_cli(args: argparse.Namespace) -> int:
             try:
                 written = enhance_file(enhancer, path, out_dir, pixel_size_um=args.pixel_size_um,
                                        keep_model_grid=args.keep_model_grid,
-                                       residual=args.residual, progress=update)
+                                       residual=args.residual, progress=update, client=client)
                 for w in written:
                     prog.console.print(f"wrote {w}")
             except TcanError as err:

@@ -1,8 +1,9 @@
 """Movies for talks and papers: raw | enhanced side by side, scale bar, time stamp.
 
-One channel: grey for both halves, so that they compare directly. Two channels: composites in the paper's dual-colour
-convention (channel 0 microtubules magenta, channel 1 actin cyan). Per-channel contrast is fixed
-over the whole movie (0.5 / 99.8 percentiles), so intensities are comparable between frames.
+One channel: grey for both halves, so that they compare directly. Two channels: composites in
+the paper's dual-colour convention (channel 0 microtubules magenta, channel 1 actin cyan).
+Per-channel contrast is fixed over the whole movie (0.5 / 99.8 percentiles), so intensities are
+comparable between frames.
 MP4 through imageio-ffmpeg (bundled binary), GIF through Pillow.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -10,8 +11,6 @@ from tcan_live.export.timelapse import ExportOptions, export, is_tcan_output
 
 
 def export_from_cli(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     src, out = Path(args.input), Path(args.output)
     opts = ExportOptions(drift_correct=args.drift_correct, reference=args.reference,
                          drift_channel=args.drift_channel, drift_on=args.drift_on,
@@ -19,11 +18,26 @@ def export_from_cli(args: argparse.Namespace) -> int:
                          movie=Path(args.movie) if args.movie else None,
                          pixel_size_um=args.pixel_size_um, save_raw=args.save_raw)
     enhancer = None
-    if not is_tcan_output(src):
-        from tcan_live.sr.enhancer import Enhancer
-
-        enhancer = Enhancer(args.model, device=args.device, tile=args.tile)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        client = None
+        if is_tcan_output(src):
+            pass
+        elif args.scheduler or args.workers:
+            from tcan_live.distributed import connect
+
+            client = stack.enter_context(connect(args.scheduler, args.workers, model=args.model,
+                                                 device=args.device, tile=args.tile))
+        else:
+            from tcan_live.sr.enhancer import Enhancer
+
+            enhancer = Enhancer(args.model, device=args.device, tile=args.tile)
+        return _run(src, out, opts, enhancer, client)
+
+
+def _run(src: Path, out: Path, opts: ExportOptions, enhancer: object, client: object) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
                   transient=True) as prog:
@@ -32,7 +46,7 @@ def export_from_cli(args: argparse.Namespace) -> int:
         def progress(stage: str, done: int, total: int) -> None:
             prog.update(task, description=f"{stage} {src.name}", completed=done, total=total)
 
-        written = export(src, out, opts, enhancer, progress)
+        written = export(src, out, opts, enhancer, progress, client)
     for w in written:
         print(f"wrote {w}", file=sys.stderr)
     return 0

@@ -73,9 +73,14 @@ def is_tcan_output(path: Path) -> bool:
 
 
 def process_position(raw: np.ndarray, enhance: Callable[[np.ndarray], np.ndarray] | None,
-                     opts: ExportOptions, progress: Progress | None = None) -> PositionResult:
+                     opts: ExportOptions, progress: Progress | None = None,
+                     enhanced: np.ndarray | None = None) -> PositionResult:
+    """``enhance`` None and no ``enhanced``: the input is already enhanced (no raw frames).
+    ``enhanced`` given: computed elsewhere (a cluster), ``raw`` is the raw stack."""
     t_n, c_n, z_n = raw.shape[:3]
-    if enhance is None:
+    if enhanced is not None:
+        raw_out = raw
+    elif enhance is None:
         enhanced, raw_out = raw, None
     else:
         enhanced = np.zeros_like(raw)
@@ -158,13 +163,17 @@ def write_drift(path_csv: Path, path_png: Path, drift: np.ndarray, px: float | N
 
 
 def export(input_path: Path, out: Path, opts: ExportOptions, enhancer: Any | None,
-           progress: Progress | None = None) -> list[Path]:
-    """Export one input; returns the files written. ``enhancer`` None: input not enhanced."""
+           progress: Progress | None = None, client: Any = None) -> list[Path]:
+    """Export one input; returns the files written. ``enhancer`` None: input not enhanced.
+    With a Dask ``client`` the planes are enhanced on the cluster."""
     info, data = read_all(input_path)
     px = opts.pixel_size_um or info.pixel_size_um
     already = is_tcan_output(input_path)
     enhance = None
-    if not already:
+    pre = None
+    if not already and client is not None:
+        pre = _enhance_on_cluster(client, input_path, info, data.shape, px, progress)
+    elif not already:
         if enhancer is None:
             raise ValueError("an enhancer is needed for input that is not tcan-live output")
 
@@ -174,7 +183,8 @@ def export(input_path: Path, out: Path, opts: ExportOptions, enhancer: Any | Non
     written: list[Path] = []
     n_pos = data.shape[0]
     for p in range(n_pos):
-        res = process_position(data[p], enhance, opts, progress)
+        res = process_position(data[p], enhance, opts, progress,
+                               enhanced=None if pre is None else pre[p])
         stem = out.name[: -len(".ome.tif")] if out.name.endswith(".ome.tif") else out.stem
         base = out.with_name(f"{stem}_p{p}" if n_pos > 1 else stem)
         target = base.with_name(base.name + ".ome.tif")
@@ -198,8 +208,22 @@ def export(input_path: Path, out: Path, opts: ExportOptions, enhancer: Any | Non
 
             movie = opts.movie if n_pos == 1 else opts.movie.with_name(
                 f"{opts.movie.stem}_p{p}{opts.movie.suffix}")
-            _atomic(movie, lambda tmp, res=res: write_movie(
-                tmp, res.raw, res.enhanced, px, info.time_increment_s,
-                fmt=movie.suffix.lower().lstrip(".")))
+            fmt = movie.suffix.lower().lstrip(".")
+            _atomic(movie, lambda tmp, res=res, fmt=fmt: write_movie(
+                tmp, res.raw, res.enhanced, px, info.time_increment_s, fmt=fmt))
             written.append(movie)
     return written
+
+
+def _enhance_on_cluster(client: Any, path: Path, info: StackInfo, shape: tuple[int, ...],
+                        px: float | None, progress: Progress | None) -> np.ndarray:
+    from tcan_live.distributed import enhance_planes
+
+    results = enhance_planes(client, path, info.n_planes, pixel_size_um=px,
+                             progress=(lambda d, n: progress("enhance", d, n)) if progress
+                             else None)
+    out = np.zeros(shape, np.float32)
+    for idx, img, _ in results.values():
+        pos = dict(zip(info.axes, idx, strict=True))
+        out[pos.get("P", 0), pos.get("T", 0), pos.get("C", 0), pos.get("Z", 0)] = img
+    return out
