@@ -120,8 +120,11 @@ def test_viewer_shows_live_frames_with_names_scale_and_a_screenshot(xvfb: str,
         np.testing.assert_allclose(enh0.layer.scale, (1.0, 0.05, 0.05))
         assert enh0.layer.colormap.name == "magenta"
         assert live.layers[("enhanced", "cells", 1)].layer.colormap.name == "cyan"
-        assert viewer.grid.enabled and viewer.scale_bar.visible
-        assert "frames/s shown" in viewer.text_overlay.text
+        from tcan_live.viewer.app import _overlays
+
+        grid, scale_bar, text = _overlays(viewer)
+        assert grid.enabled and scale_bar.visible
+        assert "frames/s shown" in text.text
         shot = viewer.screenshot(canvas_only=True, flash=False)
         tifffile.imwrite(tmp_path / "shot.tif", shot)
         assert shot.ndim == 3 and shot[..., :3].std() > 5  # not a blank canvas

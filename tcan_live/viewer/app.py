@@ -26,6 +26,14 @@ from tcan_live.transport.wire import Message
 COLORMAPS = ("magenta", "cyan")
 
 
+def _overlays(viewer: Any) -> tuple[Any, Any, Any]:
+    """(grid, scale bar, text overlay): napari >= 0.9 keeps them on ``viewer.canvas``."""
+    canvas = getattr(viewer, "canvas", None)
+    if canvas is not None and hasattr(canvas, "grid"):
+        return canvas.grid, canvas.overlays.scale_bar, canvas.overlays.text
+    return viewer.grid, viewer.scale_bar, viewer.text_overlay
+
+
 @dataclass
 class LayerState:
     ring: np.ndarray
@@ -95,9 +103,10 @@ class LiveView:
     def start(self) -> None:
         from qtpy.QtCore import QTimer
 
-        self.viewer.grid.enabled = True
-        self.viewer.scale_bar.visible = True
-        self.viewer.text_overlay.visible = True
+        self.grid, scale_bar, self.text = _overlays(self.viewer)
+        self.grid.enabled = True
+        scale_bar.visible = True
+        self.text.visible = True
         self._thread.start()
         self._timer = QTimer()
         self._timer.timeout.connect(self.update)
@@ -117,7 +126,7 @@ class LiveView:
             self._show(key, pending[key])
         if pending and self.draw_delay_s:
             time.sleep(self.draw_delay_s)  # test hook: a slow display
-        self.viewer.text_overlay.text = self.status_line()
+        self.text.text = self.status_line()
 
     def _show(self, key: tuple[str, str, int], msg: Message) -> None:
         assert msg.array is not None
@@ -165,7 +174,7 @@ class LiveView:
             first = self.layers.get((kind, key[1], 0))
             if first is not None:
                 first.layer.colormap = COLORMAPS[0]
-        self.viewer.grid.stride = max(1, len({k[2] for k in self.layers}))
+        self.grid.stride = max(1, len({k[2] for k in self.layers}))
         return st
 
     def status_line(self) -> str:
