@@ -288,3 +288,60 @@ def test_settings_precedence_and_service_example(tmp_path: Path) -> None:
         load_settings(None, env={"TCAN_LIVE_NOPE": "1"})
     assert load_settings(None, env={}, folder=Path("D:/acquisitions")).output_folder().name == \
         "acquisitions_tcan"
+
+
+def test_slowly_written_single_frame_is_read_once_complete(run_daemon: Any, tmp_path: Path,
+                                                           rng: np.random.Generator) -> None:
+    """A big one-frame TIFF written in small chunks (a slow share): while incomplete it may look
+    like anything (no IFD, or an empty series); it must be enhanced once it is complete and
+    never reported as bad."""
+    src = tmp_path / "src.tif"
+    tifffile.imwrite(src, rng.integers(0, 4000, (1024, 1024), dtype=np.uint16),
+                     metadata={"axes": "YX"}, resolution=(2e5, 2e5), resolutionunit="CENTIMETER")
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    _d, sub = run_daemon(acq, pixel_size_um=0.05)
+    w = writer(str(HERE / "microscope.py"), "grow", str(src), str(acq / "big.tif"), "65536",
+               "0.05", "600")
+    got = collect(sub, 1, timeout=90)
+    assert w.wait(60) == 0
+    assert [Path(m.header["source"]).name for m in got["enhanced"]] == ["big.tif"]
+    errors = [m for m in got["status"] if m.header.get("state") == "error"]
+    assert not errors, [m.header["reason"] for m in errors]
+    np.testing.assert_array_equal(got["raw"][0].array, tifffile.imread(src))
+
+
+@pytest.mark.slow
+def test_tiffs_written_in_place_are_never_rejected_half_written(run_daemon: Any,
+                                                                tmp_path: Path) -> None:
+    """tifffile writes a page's IFD with placeholder values and patches them after the pixels;
+    a scan in between sees an empty series. Seen once in a benchmark (a frame reported as
+    'unsupported TIFF layout' and lost): such a file must be retried, not rejected."""
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    _d, sub = run_daemon(acq, pixel_size_um=0.05)
+    n = 5
+    w = writer(str(HERE / "microscope.py"), "tiffs", str(acq), str(n), "1536", "0.3")
+    got = collect(sub, n, timeout=240)
+    assert w.wait(120) == 0
+    assert sorted(m.header["index"]["t"] for m in got["enhanced"]) == list(range(n))
+    errors = [m.header["reason"] for m in got["status"] if m.header.get("state") == "error"]
+    assert not errors, errors
+
+
+def test_unsupported_looking_file_is_final_only_once_settled(tmp_path: Path) -> None:
+    """Deterministic core of the case above: while a file is still changing, 'unsupported' is
+    treated as 'not complete yet'; the same file is reported once it has been quiet."""
+    from tcan_live.sources.folder import FolderSource, Tracked
+
+    errors: list[tuple[Path, str]] = []
+    src = FolderSource(tmp_path, emit=lambda f: None, on_error=lambda p, r: errors.append((p, r)),
+                       settle_s=0.5)
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    t = Tracked(rgb)
+    src._scan(t)  # just written (last change = now): not settled
+    assert errors == [] and t.failed and not t.reported
+    time.sleep(0.6)
+    src._scan(t)
+    assert [p.name for p, _ in errors] == ["rgb.tif"] and "RGB" in errors[0][1]

@@ -38,6 +38,44 @@ def conv_peak_gflops(channels: int, size: int, device: torch.device,
     return flops * n / dt / 1e9
 
 
+def conv_roofline_s(generator: torch.nn.Module, tile: int, device: torch.device,
+                    dtype: torch.dtype | None, seconds: float = 0.4) -> tuple[float, float]:
+    """(FLOPs, seconds) of one tile's convolutions if each ran at the speed measured for that
+    exact layer shape on its own: the time the model would take if everything but the
+    convolutions were free and every convolution ran at this machine's speed for it."""
+    shapes: dict[tuple[int, int, int, int, int], int] = {}
+
+    def hook(mod: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        assert isinstance(mod, torch.nn.Conv2d)
+        key = (mod.in_channels, mod.out_channels, mod.kernel_size[0], *inp[0].shape[-2:])
+        shapes[key] = shapes.get(key, 0) + 1
+
+    handles = [m.register_forward_hook(hook) for m in generator.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        generator(torch.zeros(1, 1, tile, tile, device=device))
+    for h in handles:
+        h.remove()
+    flops = total = 0.0
+    for (cin, cout, k, h, w), count in shapes.items():
+        conv = torch.nn.Conv2d(cin, cout, k, padding=k // 2).to(device).eval()
+        x = torch.randn(1, cin, h, w, device=device)
+        f = 2 * k * k * cin * cout * h * w
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                    enabled=dtype is not None):
+            conv(x)
+            _sync(device)
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                conv(x)
+                n += 1
+            _sync(device)
+            per = (time.perf_counter() - t0) / n
+        flops += f * count
+        total += per * count
+    return flops, total
+
+
 def frame_flops(enhancer: Any, size: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -98,6 +136,7 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int,
     peaks = {f"conv3x3 {c}ch @{s}px": conv_peak_gflops(c, s, dev, enh.dtype)
              for c, s in sorted(shapes)}
     best = max(peaks.values())  # the model's convs run at several widths; use the best of them
+    conv_flops, conv_s = conv_roofline_s(enh.generator, enh.tile, dev, enh.dtype)
     rows, stages = [], []
     for size in sizes:
         flops = frame_flops(enh, size)
@@ -115,15 +154,18 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int,
         t, f = float(np.median(times)), float(np.median(fwd))
         mem = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else
                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        tiles = flops / conv_flops  # tiles' worth of convolution work in this frame
         rows.append({"frame": f"{size}x{size}", "GFLOP/frame": flops / 1e9, "s/frame": t,
                      "frames/s": 1 / t, "GFLOP/s (forward)": flops / f / 1e9,
                      "GFLOP/s (frame)": flops / t / 1e9,
                      "ratio to best conv peak": flops / f / 1e9 / best,
+                     "ratio to conv roofline": tiles * conv_s / f,
                      "peak memory MB": mem})
         stages.append({"frame": f"{size}x{size}", **{k: round(v, 1) for k, v in
                                                       stage_times(enh, size, repeats).items()}})
     info = {"model": enh.model_id, "device": str(dev), "tile": enh.tile, "overlap": enh.overlap,
-            "precision": str(enh.dtype or torch.float32), "peaks": peaks}
+            "precision": str(enh.dtype or torch.float32), "peaks": peaks,
+            "roofline": conv_flops / conv_s / 1e9, "batch": enh.batch}
     return rows, stages, info
 
 
@@ -138,8 +180,12 @@ def bench_from_cli(args: argparse.Namespace) -> int:
     body = "\n".join([
         f"`tcan-live bench --sizes {args.sizes} --repeats {args.repeats}` on {machine()}.",
         f"Model {info['model']} on {info['device']}, tile {info['tile']} (overlap "
-        f"{info['overlap']}), {info['precision']}. Measured peaks in the same run: {peaks}. "
-        "FLOPs from torch's FlopCounterMode (convolutions and matmuls; FFTs not counted).",
+        f"{info['overlap']}), batch {info['batch']}, {info['precision']}. Measured 3x3-conv "
+        f"throughput in the same run (batch 4): {peaks}. Conv roofline: every convolution layer "
+        f"of one tile timed on its own at its real shape and batch 1 gives "
+        f"{info['roofline']:.1f} GFLOP/s; 'ratio to conv roofline' = that ideal time / the "
+        "measured forward time (1.0 = nothing but convolutions costs time). FLOPs from torch's "
+        "FlopCounterMode (convolutions and matmuls; FFT, activations and pooling not counted).",
         "", table(rows), "", "Stage breakdown (median ms per frame):", "", table(stages)])
     print(body)
     if args.write_docs:

@@ -45,6 +45,7 @@ class Tracked:
     complete: bool = False
     failed: str | None = None
     reported: bool = False
+    generation: int = 0  # incremented by every event; a scan only concludes on its generation
 
 
 def kind_of(path: Path) -> str | None:
@@ -115,6 +116,7 @@ class FolderSource:
             path = path.parent  # the dataset folder is the unit
         with self._lock:
             t = self._tracked.setdefault(path, Tracked(path))
+            t.generation += 1
             t.last_change = time.monotonic()
             t.closed = t.closed or closed
             if t.failed:  # a changed file gets another chance
@@ -137,6 +139,7 @@ class FolderSource:
             self._stop.wait(self.scan_interval_s)
 
     def _scan(self, t: Tracked) -> None:
+        gen = t.generation
         try:
             st = (t.path / "NDTiff.index").stat() if t.path.is_dir() else t.path.stat()
         except FileNotFoundError:
@@ -163,7 +166,12 @@ class FolderSource:
                 self._scan_tiff(t, settled)
             t.failed = None
         except UnsupportedInputError as err:
-            self._fail(t, err.reason, final=True)
+            # a half-written file can look unsupported (no complete IFD yet): final only once
+            # the file has settled and no event came in meanwhile
+            if settled and gen == t.generation:
+                self._fail(t, err.reason, final=True)
+            else:
+                t.failed = err.reason
         except (ReadError, OSError) as err:
             reason = err.reason if isinstance(err, ReadError) else f"{type(err).__name__}: {err}"
             if settled and st.st_size == 0:
@@ -173,12 +181,14 @@ class FolderSource:
                 t.failed = reason  # maybe still being written: retry until give_up_s
         if t.complete or (t.failed and t.reported):
             with self._lock:
-                if now - t.last_change >= self.settle_s or t.complete:
+                if gen == t.generation and (now - t.last_change >= self.settle_s or t.complete):
                     self._dirty.discard(t.path)
 
     def _fail(self, t: Tracked, reason: str, *, final: bool) -> None:
         t.failed = reason
         if final and not t.reported:
+            if t.closed is False and time.monotonic() - t.last_change < self.settle_s:
+                return  # changed while we looked: not final after all
             t.reported = True
             with self._lock:
                 self._dirty.discard(t.path)
