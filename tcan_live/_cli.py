@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PSF for Richardson-Lucy and the trust check")
     p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
+    p.add_argument("--write-card", default=None, metavar="LABEL[:NOTE]",
+                   help="store the medians in the model card's [metrics.LABEL]")
 
     p = sub.add_parser("watch", help="the daemon: watch a folder, enhance and publish new frames")
     p.add_argument("folder", nargs="?", default=None, help="acquisition folder to watch")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -142,6 +141,22 @@ def evaluate(pairs: Sequence[Pair], enhance: Enhance, *, pixel_size_um: float | 
     return rows, table
 
 
+def card_metrics(summary: dict[str, dict[str, tuple[float, float, int]]], n: int,
+                 label: str, note: str) -> dict[str, object]:
+    """A card-friendly table: medians per method and metric, plus what was measured on."""
+    table: dict[str, object] = {"images": n, "note": note}
+    for method, stats in summary.items():
+        table[method] = {m: round(v[0], 5) for m, v in stats.items()}
+    return {label: table}
+
+
+def write_card_metrics(folder: Path, metrics: dict[str, object]) -> None:
+    from tcan_live.sr.card import read_card, write_card
+
+    card = read_card(folder)
+    write_card(folder, card.model_copy(update={"metrics": {**card.metrics, **metrics}}))
+
+
 def evaluate_from_cli(args: argparse.Namespace) -> int:
     from tcan_live.sr.enhancer import Enhancer
 
@@ -153,15 +168,17 @@ def evaluate_from_cli(args: argparse.Namespace) -> int:
         return enhancer.enhance(img, px).image
 
     out = Path(args.out) if args.out else None
-    _, table = evaluate(pairs, enhance, pixel_size_um=args.pixel_size_um,
+    rows, table = evaluate(pairs, enhance, pixel_size_um=args.pixel_size_um,
                         default_px=enhancer.pixel_size_um, confocal_fwhm_nm=args.confocal_fwhm_nm,
                         target_fwhm_nm=enhancer.card.target_fwhm_nm, out=out)
     print(f"model {enhancer.model_id} on {len(pairs)} pairs from {args.pairs}\n")
     print(table)
+    if args.write_card:
+        label, _, note = args.write_card.partition(":")
+        write_card_metrics(enhancer.folder, card_metrics(summarize(rows), len(pairs), label,
+                                                         note or str(args.pairs)))
+        print(f"metrics '{label}' written into {enhancer.folder / 'model.toml'}")
     if out is not None:
         print(f"wrote {out / 'metrics.csv'}, {out / 'summary.md'}, {out / 'boxplots.png'}")
     return 0
 
-
-def finite(v: object) -> bool:
-    return isinstance(v, float) and math.isfinite(v)
