@@ -55,6 +55,7 @@ class _Filament:
 
 
 STEP = 0.25
+CHANNEL_NAMES = ("microtubules", "actin")
 
 
 class DynamicFilaments:
@@ -187,7 +188,8 @@ def _write_single(out: Path, spec: TimelapseSpec, optics: Optics, t: int,
         tmp = out / f".{path.name}.tmp"
         tifffile.imwrite(tmp, plane, ome=True, metadata={
             "axes": "YX", "PhysicalSizeX": optics.pixel_size_um, "PhysicalSizeXUnit": "µm",
-            "PhysicalSizeY": optics.pixel_size_um, "PhysicalSizeYUnit": "µm"})
+            "PhysicalSizeY": optics.pixel_size_um, "PhysicalSizeYUnit": "µm",
+            "Channel": {"Name": [CHANNEL_NAMES[c]]}})
         os.replace(tmp, path)
         last = path
     return last
@@ -201,7 +203,7 @@ class _StackWriter:
 
         shape = (spec.frames, spec.channels, spec.size, spec.size)
         ome = tifffile.OmeXml()
-        names = ["microtubules", "actin"][: spec.channels]
+        names = list(CHANNEL_NAMES[: spec.channels])
         ome.addimage(np.dtype(spec.dtype), shape, (shape[0] * shape[1], 1, 1, *shape[2:], 1),
                      axes="TCYX", PhysicalSizeX=optics.pixel_size_um, PhysicalSizeXUnit="µm",
                      PhysicalSizeY=optics.pixel_size_um, PhysicalSizeYUnit="µm",

@@ -174,8 +174,19 @@ class LiveView:
             first = self.layers.get((kind, key[1], 0))
             if first is not None:
                 first.layer.colormap = COLORMAPS[0]
-        self.grid.stride = max(1, len({k[2] for k in self.layers}))
+        self._order_layers()
         return st
+
+    def _order_layers(self) -> None:
+        """raw c0, raw c1, ..., enhanced c0, ...: with grid stride = channels, each grid cell
+        is one kind (raw | enhanced) with its channels overlaid."""
+        wanted = [self.layers[k].layer for k in sorted(self.layers, key=lambda k: (
+            k[0] != "raw", k[1], k[2]))]
+        for i, layer in enumerate(wanted):
+            j = self.viewer.layers.index(layer)
+            if j != i:
+                self.viewer.layers.move(j, i)
+        self.grid.stride = max(1, len({k[2] for k in self.layers}))
 
     def status_line(self) -> str:
         s = self.stats
