@@ -101,7 +101,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from tcan_live.train.dataset import simulate_dataset
 
     paths = simulate_dataset(Path(args.out), n=args.n, size=args.size, seed=args.seed,
-                             optics=optics, camera=camera, structures=structures)  # type: ignore[arg-type]
+                             optics=optics, camera=camera, structures=structures)
     print(f"wrote {len(paths)} pairs to {args.out}")
     return 0
 

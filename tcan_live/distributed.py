@@ -31,7 +31,7 @@ except ImportError:  # the extra is not installed: the class is defined but unus
     _WorkerPlugin = object  # type: ignore[assignment,misc]
 
 
-class EnhancerPlugin(_WorkerPlugin):  # type: ignore[misc,valid-type]
+class EnhancerPlugin(_WorkerPlugin):
     """Dask worker plugin: one resident Enhancer per worker process."""
 
     name = PLUGIN_NAME

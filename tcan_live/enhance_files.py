@@ -158,7 +158,7 @@ def _enhance_all(args: argparse.Namespace, enhancer: Any, out_dir: Path, client:
             path = Path(name)
             task = prog.add_task(path.name, total=None)
 
-            def update(done: int, total: int, task: int = task) -> None:
+            def update(done: int, total: int, task: Any = task) -> None:
                 prog.update(task, completed=done, total=total)
 
             try:

@@ -117,7 +117,8 @@ def write(rec: Recording, out: Path) -> list[Path]:
             h = next((frames[k][1] for k in keys if k[1] == c), {})
             names.append(str(h.get("channel_name") or f"C{c}"))
         times = [h.get("acquired_s") for h in headers if h["index"]["c"] == h["index"]["z"] == 0]
-        dt = (times[1] - times[0]) if len(times) > 1 and None not in times[:2] else None
+        t0, t1 = (times + [None, None])[:2]
+        dt = t1 - t0 if t0 is not None and t1 is not None else None
         desc = json.dumps({"recorded_by": "tcan-live record", "stream": stream,
                            "gaps": rec.gaps, "filled": rec.filled, "frames": headers})
         meta = OmeMeta(axes="TCZ", pixel_size_um=first.get("pixel_size_um"),

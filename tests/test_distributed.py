@@ -16,8 +16,8 @@ import tifffile
 
 pytest.importorskip("distributed")
 
-from tcan_live._cli import main  # noqa: E402
-from tcan_live.distributed import connect, enhance_planes, worker_loads  # noqa: E402
+from tcan_live._cli import main
+from tcan_live.distributed import connect, enhance_planes, worker_loads
 
 
 @pytest.fixture

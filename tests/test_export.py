@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import TEST_DATA
 from scipy import ndimage
 
-from conftest import TEST_DATA
 from tcan_live._cli import main
 from tcan_live.export.drift import estimate_drift, phase_shift
 from tcan_live.export.timelapse import ExportOptions, process_position

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("pymmcore_plus")
 
-import useq  # noqa: E402
-from pymmcore_plus.experimental.unicore import (  # noqa: E402
+import useq
+from pymmcore_plus.experimental.unicore import (
     GenericDevice,
     SimpleCameraDevice,
     StageDevice,
@@ -21,10 +21,10 @@ from pymmcore_plus.experimental.unicore import (  # noqa: E402
     pymm_property,
 )
 
-from tcan_live.daemon import Daemon  # noqa: E402
-from tcan_live.micromanager import attach_pymmcore, pycromanager_hook  # noqa: E402
-from tcan_live.settings import Settings  # noqa: E402
-from tcan_live.transport.subscriber import FrameSubscriber  # noqa: E402
+from tcan_live.daemon import Daemon
+from tcan_live.micromanager import attach_pymmcore, pycromanager_hook
+from tcan_live.settings import Settings
+from tcan_live.transport.subscriber import FrameSubscriber
 
 
 class Camera(SimpleCameraDevice):
@@ -163,8 +163,9 @@ def test_acquisition_keeps_its_interval_when_the_daemon_is_stopped() -> None:
 
 def test_acquisition_keeps_its_interval_when_the_daemon_is_busy(
         tiny_model: Path, tmp_path: Path) -> None:
-    """1024 px frames every 0.15 s (40 of them), more than the daemon enhances on 2 cores: the daemon falls
-    behind and frames are dropped, but the acquisition's timing is that of a run without it."""
+    """1024 px frames every 0.15 s (40 of them), more than the daemon enhances on 2 cores: the
+    daemon falls behind and frames are dropped, but the acquisition's timing is that of a run
+    without it."""
     baseline = _frame_times(make_core(size=1024), 15, 0.15)
     d = Daemon(Settings(ingest="tcp://127.0.0.1:*", output=tmp_path / "o", model=str(tiny_model),
                         endpoint="tcp://127.0.0.1:*", queue_size=1))

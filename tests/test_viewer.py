@@ -24,7 +24,7 @@ def xvfb() -> Iterator[str]:
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (see .ci/run)")
     pytest.importorskip("napari")
-    display = ":%d" % (90 + os.getpid() % 50)
+    display = f":{90 + os.getpid() % 50}"
     proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)

@@ -42,7 +42,7 @@ def run(size: int, frames: int, model: str | None, interval_s: float) -> dict[st
         while d.publisher is None:
             time.sleep(0.01)
         closed: dict[int, float] = {}
-        rows = []
+        rows: list[tuple[float, float, float]] = []
         with FrameSubscriber(d.publisher.endpoint, kinds=("enhanced",)) as sub:
             time.sleep(0.3)
 

@@ -54,8 +54,8 @@ def conv_roofline_s(generator: torch.nn.Module, tile: int, device: torch.device,
                if isinstance(m, torch.nn.Conv2d)]
     with torch.inference_mode():
         generator(torch.zeros(1, 1, tile, tile, device=device))
-    for h in handles:
-        h.remove()
+    for handle in handles:
+        handle.remove()
     flops = total = 0.0
     for (cin, cout, k, h, w), count in shapes.items():
         conv = torch.nn.Conv2d(cin, cout, k, padding=k // 2).to(device).eval()

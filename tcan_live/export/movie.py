@@ -10,6 +10,7 @@ MP4 through imageio-ffmpeg (bundled binary), GIF through Pillow.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def render_frames(raw: np.ndarray | None, enhanced: np.ndarray, px: float | None
                               for p in pair][:-1], axis=1)
         scale = max(1, 512 // max(img.shape[0], 1))
         pil = Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale),
-                                          Image.NEAREST)
+                                          Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(pil)
         h, w = pil.size[1], panels[0].shape[1] * scale
         if px:
@@ -90,8 +91,9 @@ def write_movie(path: Path, raw: np.ndarray | None, enhanced: np.ndarray, px: fl
         import imageio.v2 as imageio
 
         even = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in frames]
-        with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264",
-                                quality=8, macro_block_size=1) as w:
+        writer: Any = imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264",
+                                         quality=8, macro_block_size=1)
+        with writer as w:
             for f in even:
                 w.append_data(f)
     else:

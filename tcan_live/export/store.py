@@ -99,7 +99,8 @@ class OutputStore:
     def add(self, frame: Frame, enhanced: np.ndarray, pixel_size_um: float | None) -> None:
         st = self.streams.get(frame.stream)
         if st is None:
-            meta = {"pixel_size_um": pixel_size_um, "source": frame.source, "channels": {}}
+            meta: dict[str, Any] = {"pixel_size_um": pixel_size_um, "source": frame.source,
+                                    "channels": {}}
             st = self.streams[frame.stream] = _Stream(frame.stream, enhanced.shape, meta)
         if tuple(enhanced.shape) != tuple(st.shape):
             raise ValueError(f"{frame.source}: frame shape {enhanced.shape} differs from the "

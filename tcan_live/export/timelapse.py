@@ -178,7 +178,7 @@ def export(input_path: Path, out: Path, opts: ExportOptions, enhancer: Any | Non
             raise ValueError("an enhancer is needed for input that is not tcan-live output")
 
         def enhance(img: np.ndarray) -> np.ndarray:
-            return enhancer.enhance(img, px, source=str(input_path)).image  # type: ignore[no-any-return]
+            return enhancer.enhance(img, px, source=str(input_path)).image
 
     written: list[Path] = []
     n_pos = data.shape[0]
@@ -204,15 +204,23 @@ def export(input_path: Path, out: Path, opts: ExportOptions, enhancer: Any | Non
         write_drift(csv_path, png_path, res.drift, px, info.time_increment_s)
         written += [csv_path, png_path]
         if opts.movie is not None:
-            from tcan_live.export.movie import write_movie
-
             movie = opts.movie if n_pos == 1 else opts.movie.with_name(
                 f"{opts.movie.stem}_p{p}{opts.movie.suffix}")
-            fmt = movie.suffix.lower().lstrip(".")
-            _atomic(movie, lambda tmp, res=res, fmt=fmt: write_movie(
-                tmp, res.raw, res.enhanced, px, info.time_increment_s, fmt=fmt))
+            _write_movie_atomic(movie, res, px, info.time_increment_s)
             written.append(movie)
     return written
+
+
+def _write_movie_atomic(movie: Path, res: PositionResult, px: float | None,
+                        dt: float | None) -> None:
+    from tcan_live.export.movie import write_movie
+
+    fmt = movie.suffix.lower().lstrip(".")
+
+    def write(tmp: Path) -> None:
+        write_movie(tmp, res.raw, res.enhanced, px, dt, fmt=fmt)
+
+    _atomic(movie, write)
 
 
 def _enhance_on_cluster(client: Any, path: Path, info: StackInfo, shape: tuple[int, ...],

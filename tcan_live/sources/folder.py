@@ -89,7 +89,7 @@ class FolderSource:
         # tifffile warns on every poll of an OME file whose declared pages are not written yet
         logging.getLogger("tifffile").setLevel(logging.ERROR)
         observer = PollingObserver(timeout=0.5) if self.poll else Observer()
-        observer.schedule(_Handler(self), str(self.root), recursive=True)
+        observer.schedule(_Handler(self), str(self.root), recursive=True)  # type: ignore[arg-type]
         observer.daemon = True
         observer.start()
         self._observer = observer

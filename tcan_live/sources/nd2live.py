@@ -24,6 +24,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def _chunk(data: bytes, name: bytes) -> bytes | None:
     return data[start : start + data_len]
 
 
-def _lite(raw: bytes) -> dict[str, object] | None:
+def _lite(raw: bytes) -> dict[str, Any] | None:
     try:
         from nd2._parse._clx_lite import json_from_clx_lite_variant
 

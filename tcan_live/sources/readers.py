@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class StackReader(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> StackReader: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
@@ -90,7 +90,7 @@ class _Closing:
     def close(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def __enter__(self) -> _Closing:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -161,7 +161,8 @@ class ND2Reader(_Closing):
 
     def _time(self, seq: int, c: int) -> float | None:
         try:
-            return float(self._f.frame_metadata(seq).channels[c].time.relativeTimeMs) / 1000.0
+            meta: Any = self._f.frame_metadata(seq)
+            return float(meta.channels[c].time.relativeTimeMs) / 1000.0
         except (IndexError, AttributeError, KeyError, ValueError):
             return None
 
@@ -207,7 +208,9 @@ class TiffReader(_Closing):
         ready = 0
         for k in range(min(self.info.n_planes, n_pages)):
             page = pages[k]
-            ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)]  # type: ignore[union-attr]
+            page_any: Any = page
+            ends = [o + c for o, c in zip(page_any.dataoffsets, page_any.databytecounts,
+                                          strict=True)]
             if not ends or max(ends) > size or (k == n_pages - 1 and not settled):
                 break
             ready = k + 1

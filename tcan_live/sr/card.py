@@ -69,7 +69,7 @@ class Weights(_Strict):
 
 
 class Card(_Strict):
-    format: Literal["tcan-live-model"] = CARD_FORMAT
+    format: Literal["tcan-live-model"] = "tcan-live-model"
     format_version: int = CARD_VERSION
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""

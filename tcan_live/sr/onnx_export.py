@@ -41,7 +41,7 @@ def _test_tiles(size: int) -> np.ndarray:
     tiles = []
     for structures in (("filaments", "beads"), ("actin", "rings")):
         img = simulate_pair(rng, (size, size), Optics(), Camera(photons=80),
-                            Scene(structures=structures)).confocal  # type: ignore[arg-type]
+                            Scene(structures=structures)).confocal
         tiles.append(normalize(img, percentile_affine(img)))
     return np.stack(tiles)[:, None].astype(np.float32)
 
@@ -66,6 +66,8 @@ def export_onnx(folder: Path, out: Path | None = None, *, size: int | None = Non
         program = torch.onnx.export(g, (torch.from_numpy(tiles[:1]),), dynamo=True,
                                     input_names=["tiles"], output_names=["enhanced"],
                                     dynamic_shapes={"x": {0: batch}})
+    if program is None:
+        raise ModelError(out, "torch.onnx.export returned no program")
     program.save(str(tmp))
     try:
         import onnx

@@ -54,8 +54,9 @@ def pad_to(image: np.ndarray, multiple: int) -> np.ndarray:
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph == 0 and pw == 0:
         return image
-    mode = "reflect" if ph < h and pw < w else "edge"
-    return np.pad(image, ((0, ph), (0, pw)), mode=mode)
+    if ph < h and pw < w:
+        return np.pad(image, ((0, ph), (0, pw)), mode="reflect")
+    return np.pad(image, ((0, ph), (0, pw)), mode="edge")
 
 
 def _ramp(n: int, overlap: int, start_edge: bool, end_edge: bool) -> np.ndarray:

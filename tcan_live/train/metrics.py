@@ -81,8 +81,8 @@ def fit_spot(window: np.ndarray, sigma_guess: float) -> GaussFit | None:
         return None
     resid = window.ravel() - _gauss2d((yy, xx), *popt)
     ss_tot = float(((window - window.mean()) ** 2).sum()) or 1.0
-    return GaussFit(*(float(v) for v in popt[:4]), abs(float(popt[4])),
-                    1.0 - float((resid**2).sum()) / ss_tot)
+    a, b, y0, x0 = (float(v) for v in popt[:4])
+    return GaussFit(a, b, y0, x0, abs(float(popt[4])), 1.0 - float((resid**2).sum()) / ss_tot)
 
 
 def isolated_spots(reference: np.ndarray, *, min_separation_px: float, window: int,

@@ -54,7 +54,7 @@ class IngestSource:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        sock = zmq.Context.instance().socket(zmq.PULL)
+        sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, 4)
         sock.setsockopt(zmq.LINGER, 0)
         try:
@@ -111,7 +111,7 @@ class FrameForwarder:
 
     def _socket(self) -> zmq.Socket[Any]:
         if self._sock is None:
-            sock = zmq.Context.instance().socket(zmq.PUSH)
+            sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.PUSH)
             sock.setsockopt(zmq.SNDHWM, self.hwm)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer that is not connected

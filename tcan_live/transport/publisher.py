@@ -11,6 +11,7 @@ Only the thread that created the publisher may use it (ZeroMQ sockets are not th
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -90,9 +91,9 @@ class ZmqPublisher:
             prefix = msg[1:]
             for topic, frames in list(self._cache.items()):
                 if topic.startswith(prefix):
-                    head = wire.json.loads(frames[1])
+                    head = json.loads(bytes(frames[1]))
                     head["replay"] = True
-                    self._send([frames[0], wire.json.dumps(head).encode(), frames[2]])
+                    self._send([frames[0], json.dumps(head).encode(), frames[2]])
         return handled
 
     def close(self) -> None:

@@ -57,7 +57,7 @@ def encode(kind: str, stream: str, header: dict[str, Any],
             raise ProtocolError(f"dtype {arr.dtype} cannot be sent; expected one of {DTYPES}")
         arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
         head.update(shape=list(arr.shape), dtype=arr.dtype.name)
-        buf = memoryview(arr).cast("B")
+        buf = memoryview(arr).cast("B")  # type: ignore[arg-type]
     topic = f"{kind}/{stream_id(stream) if kind != 'status' else 'daemon'}"
     return [topic.encode("ascii"), json.dumps(head, separators=(",", ":")).encode("utf-8"), buf]
 
@@ -106,7 +106,8 @@ def encode_ingest(header: dict[str, Any], array: np.ndarray) -> list[bytes | mem
     arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
     head = {"format": INGEST_FORMAT, "version": VERSION, **header, "shape": list(arr.shape),
             "dtype": arr.dtype.name}
-    return [json.dumps(head, separators=(",", ":")).encode("utf-8"), memoryview(arr).cast("B")]
+    return [json.dumps(head, separators=(",", ":")).encode("utf-8"),
+            memoryview(arr).cast("B")]  # type: ignore[arg-type]
 
 
 def decode_ingest(frames: list[bytes] | list[memoryview]) -> tuple[dict[str, Any], np.ndarray]:

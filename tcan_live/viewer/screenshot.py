@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 
-def main(out: str = "docs/images/viewer.png", frames: int = 8) -> int:
+def main(out: str = "docs/images/viewer.png", frames: str | int = 8) -> int:
+    frames = int(frames)
     import napari
     from qtpy.QtWidgets import QApplication
 
