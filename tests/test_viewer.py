@@ -223,3 +223,59 @@ def test_recorder_fills_gaps_from_the_saved_output(tmp_path: Path) -> None:
     assert rec.filled == 2
     out = tifffile.imread(write(rec, tmp_path / "r.ome.tif")[0])
     np.testing.assert_array_equal(out.reshape(4, -1)[:, 0], [0, 1, 2, 3])  # T (C, Z squeezed)
+
+
+def _bind_with_retry(endpoint: str) -> ZmqPublisher:
+    """A closed ZeroMQ socket releases its port asynchronously (a restarted daemon is a new
+    process, where this does not arise)."""
+    import zmq
+
+    for _ in range(100):
+        try:
+            return ZmqPublisher(endpoint)
+        except zmq.ZMQError:
+            time.sleep(0.05)
+    return ZmqPublisher(endpoint)
+
+
+@pytest.mark.viewer
+def test_viewer_reconnects_when_the_daemon_restarts(xvfb: str) -> None:
+    import socket
+
+    import napari
+
+    from tcan_live.viewer.app import LiveView
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    viewer = napari.Viewer(show=True)
+    live = LiveView(viewer, endpoint, buffer=5, fps=20)
+    img = np.ones((32, 32), np.float32)
+    try:
+        live.start()
+        for run in ("first", "second"):  # the daemon stops, then starts again on the same port
+            pub = _bind_with_retry(endpoint)
+            deadline = time.monotonic() + 15
+            st = live.layers.get(("enhanced", "cells", 0))
+            before = st.last_seq if st else -1
+            seq = 0
+            while time.monotonic() < deadline:
+                pub.service()
+                pub.publish("status", "daemon", {"run": run, "state": "running"}, cache=False)
+                pub.publish("enhanced", "cells", {"seq": seq, "run": run, "index": {"c": 0},
+                                                  "stream": "cells", "pixel_size_um": 0.1},
+                            img * (seq + 1))
+                seq += 1
+                _pump(live, lambda: False, 0.1)
+                st = live.layers.get(("enhanced", "cells", 0))
+                if st is not None and live.stats.run == run and st.last_seq != before:
+                    break
+            pub.close()
+            assert live.stats.run == run
+        assert live.stats.restarts == 1
+        assert "restarted x1" in live.status_line()
+    finally:
+        live.stop()
+        viewer.close()
