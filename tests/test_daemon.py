@@ -345,3 +345,30 @@ def test_unsupported_looking_file_is_final_only_once_settled(tmp_path: Path) -> 
     time.sleep(0.6)
     src._scan(t)
     assert [p.name for p, _ in errors] == ["rgb.tif"] and "RGB" in errors[0][1]
+
+
+@pytest.mark.shared
+def test_ndtiff_dataset_whose_index_grows(run_daemon: Any, tmp_path: Path) -> None:
+    """Micro-Manager's NDTiff writer appends an index entry per image. The real dataset's index
+    is grown here half an entry at a time (the image file is already there, as Micro-Manager
+    preallocates it): frames come while it grows, each once, with stable indices."""
+    import shutil
+
+    src = shared_path("ndtiff", "12_bit_pycromanager_mda")
+    acq = tmp_path / "acq"
+    ds = acq / "mda_1"
+    ds.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.name != "NDTiff.index":
+            shutil.copy(f, ds / f.name)
+    _d, sub = run_daemon(acq, pixel_size_um=0.08)
+    entry = (src / "NDTiff.index").stat().st_size // 8
+    w = writer(str(HERE / "microscope.py"), "grow", str(src / "NDTiff.index"),
+               str(ds / "NDTiff.index"), str(entry // 2), "0.4")
+    got = collect(sub, 8, timeout=60)
+    assert w.wait(60) == 0
+    assert keys(got["enhanced"]) == sorted((t, c, 0, 0) for t in range(4) for c in range(2))
+    seen = sorted(m.header["seen_at"] for m in got["enhanced"])
+    assert seen[-1] - seen[0] > 1.5  # frames came while the index grew
+    errors = [m.header["reason"] for m in got["status"] if m.header.get("state") == "error"]
+    assert not errors, errors

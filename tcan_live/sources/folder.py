@@ -211,6 +211,11 @@ class FolderSource:
         from tcan_live.sources.readers import TiffReader
 
         with TiffReader(t.path) as reader:
+            if reader.info.format == "ndtiff-file":
+                # the image file of an NDTiff dataset: read through the dataset's index (it
+                # may come later), never as a TIFF of its own
+                self._forget(t.path)
+                return
             ready = reader.ready_planes(settled)
             stream, name_index, named = split_name(t.path)
             single = reader.info.n_planes == 1 and named

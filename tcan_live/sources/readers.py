@@ -253,36 +253,58 @@ class NDTiffReader(_Closing):
         except Exception as err:
             raise ReadError(path, f"not a readable NDTiff dataset ({type(err).__name__}: "
                                   f"{err})") from err
-        self.info = self._describe()
+        try:
+            self.info = self._describe()
+        except (ReadError, UnsupportedInputError):
+            self._ds.close()
+            raise
+        except Exception as err:  # e.g. a dataset still being written
+            self._ds.close()
+            raise ReadError(path, f"NDTiff dataset not readable yet ({type(err).__name__}: "
+                                  f"{err})") from err
 
     def _describe(self) -> StackInfo:
         ds = self._ds
-        ds_axes = {k: list(v) for k, v in ds.axes.items()}
-        bad = [k for k, v in ds_axes.items() if k not in NDTIFF_AXES and len(v) > 1]
+        keys = self._keys()
+        if not keys:
+            raise ReadError(self.path, "NDTiff dataset holds no images yet")
+        seen: dict[str, list[Any]] = {}
+        for key in keys:
+            for name, value in key:
+                if value not in seen.setdefault(name, []):
+                    seen[name].append(value)
+        bad = [k for k, v in seen.items() if k not in NDTIFF_AXES and len(v) > 1]
         if bad:
             raise UnsupportedInputError(self.path, f"unsupported NDTiff axes {bad}")
-        names = [k for k in NDTIFF_AXES if k in ds_axes]
-        self._values = {k: ds_axes[k] for k in names}
-        keys = self._keys()
-        first = ds.read_metadata(**dict(keys[0])) if keys else {}
+        names = [k for k in NDTIFF_AXES if k in seen]
+        # numbers index themselves; names (channels) are numbered in order of first appearance,
+        # so the numbering of a growing dataset never changes
+        self._index: dict[str, dict[Any, int]] = {
+            k: ({v: int(v) for v in seen[k]} if all(isinstance(v, int) for v in seen[k])
+                else {v: i for i, v in enumerate(seen[k])}) for k in names}
+        first = ds.read_metadata(**dict(keys[0]))
+        # while a dataset is being written the summary may lack the image size: use an image
+        first_image = np.asarray(ds.read_image(**dict(keys[0])))
         px = first.get("PixelSizeUm") or ds.summary_metadata.get("PixelSize_um")
-        channels = tuple(str(c) for c in self._values.get("channel", []))
+        channels = tuple(str(c) for c in seen.get("channel", []))
         return StackInfo(
             path=self.path, format="ndtiff", axes="".join(NDTIFF_AXES[k] for k in names),
-            shape=tuple(len(self._values[k]) for k in names),
-            plane_shape=(int(ds.image_height), int(ds.image_width)), dtype=np.dtype(ds.dtype),
-            pixel_size_um=float(px) if px else None, channel_names=channels,
+            shape=tuple(max(self._index[k].values()) + 1 for k in names),
+            plane_shape=(int(first_image.shape[0]), int(first_image.shape[1])),
+            dtype=first_image.dtype, pixel_size_um=float(px) if px else None,
+            channel_names=channels,
             time_increment_s=_ms(ds.summary_metadata.get("Interval_ms")),
         )
 
     def _keys(self) -> list[tuple[tuple[str, Any], ...]]:
+        """Image keys in the order of the index (acquisition order)."""
         return [tuple(sorted(dict(k).items())) for k in self._ds.index]
 
     def planes(self, start: int = 0) -> Iterator[tuple[tuple[int, ...], Frame]]:
-        names = [k for k in NDTIFF_AXES if k in self._values]
+        names = [k for k in NDTIFF_AXES if k in self._index]
         for key in self._keys()[start:]:
             axes = dict(key)
-            idx = tuple(self._values[n].index(axes.get(n, self._values[n][0])) for n in names)
+            idx = tuple(self._index[n].get(axes.get(n), 0) for n in names)
             data = np.array(self._ds.read_image(**axes))  # copy out of the memory map
             meta = self._ds.read_metadata(**axes)
             yield idx, make_frame(self.info, idx, data, _ms(meta.get("ElapsedTime-ms")))

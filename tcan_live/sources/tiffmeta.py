@@ -42,7 +42,8 @@ def describe(path: Path, tif: tifffile.TiffFile) -> tuple[StackInfo, int]:
         meta.update({k: v for k, v in _imagej(tif).items() if v is not None})
     if not meta.get("pixel_size_um"):
         meta["pixel_size_um"] = _resolution(tif)
-    fmt = ("mmstack" if tif.is_micromanager else "ome-tiff" if tif.is_ome else
+    fmt = ("ndtiff-file" if getattr(tif, "is_ndtiff", False) or is_ndtiff_file(path) else
+           "mmstack" if tif.is_micromanager else "ome-tiff" if tif.is_ome else
            "imagej" if tif.is_imagej else "tiff")
     if tif.is_micromanager:
         _micromanager(tif, meta)
@@ -53,6 +54,19 @@ def describe(path: Path, tif: tifffile.TiffFile) -> tuple[StackInfo, int]:
         extra={"plane_times": _plane_times(meta, axes)},
     )
     return info, n_series
+
+
+NDTIFF_MAGIC = (483729).to_bytes(4, "little")  # NDTiff's major-version marker at byte 8
+
+
+def is_ndtiff_file(path: Path) -> bool:
+    """The image file of an NDTiff dataset (recognised by its header, with or without the
+    dataset's NDTiff.index next to it)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(12)[8:12] == NDTIFF_MAGIC
+    except OSError:
+        return False
 
 
 def _map_axes(path: Path, axes: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...],
