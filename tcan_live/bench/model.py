@@ -19,12 +19,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def conv_peak_gflops(channels: int, size: int, device: torch.device,
-                     dtype: torch.dtype | None, seconds: float = 2.0) -> float:
-    """Measured GFLOP/s of a C->C 3x3 convolution on a (4, C, size, size) batch."""
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device).eval()
-    x = torch.randn(4, channels, size, size, device=device)
-    flops = 2 * 9 * channels * channels * size * size * 4
+def conv_time_s(c_in: int, c_out: int, k: int, shape: tuple[int, int, int], device: torch.device,
+                dtype: torch.dtype | None, seconds: float) -> tuple[float, float]:
+    """(FLOPs, seconds) of one call of a k x k convolution on an (N, c_in, H, W) input, timed
+    for ``seconds`` after a warm-up call."""
+    n_batch, h, w = shape
+    conv = torch.nn.Conv2d(c_in, c_out, k, padding=k // 2).to(device).eval()
+    x = torch.randn(n_batch, c_in, h, w, device=device)
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
                                                 enabled=dtype is not None):
         conv(x)
@@ -34,8 +35,15 @@ def conv_peak_gflops(channels: int, size: int, device: torch.device,
             conv(x)
             n += 1
         _sync(device)
-        dt = time.perf_counter() - t0
-    return flops * n / dt / 1e9
+        per = (time.perf_counter() - t0) / n
+    return float(2 * k * k * c_in * c_out * h * w * n_batch), per
+
+
+def conv_peak_gflops(channels: int, size: int, device: torch.device,
+                     dtype: torch.dtype | None, seconds: float = 2.0) -> float:
+    """Measured GFLOP/s of a C->C 3x3 convolution on a (4, C, size, size) batch."""
+    flops, per = conv_time_s(channels, channels, 3, (4, size, size), device, dtype, seconds)
+    return flops / per / 1e9
 
 
 def conv_roofline_s(generator: torch.nn.Module, tile: int, device: torch.device,
@@ -58,19 +66,7 @@ def conv_roofline_s(generator: torch.nn.Module, tile: int, device: torch.device,
         handle.remove()
     flops = total = 0.0
     for (cin, cout, k, h, w), count in shapes.items():
-        conv = torch.nn.Conv2d(cin, cout, k, padding=k // 2).to(device).eval()
-        x = torch.randn(1, cin, h, w, device=device)
-        f = 2 * k * k * cin * cout * h * w
-        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                                    enabled=dtype is not None):
-            conv(x)
-            _sync(device)
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                conv(x)
-                n += 1
-            _sync(device)
-            per = (time.perf_counter() - t0) / n
+        f, per = conv_time_s(cin, cout, k, (1, h, w), device, dtype, seconds)
         flops += f * count
         total += per * count
     return flops, total
