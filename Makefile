@@ -29,7 +29,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m tcan_live.bench_daemon
+	$(BIN)/python -m tcan_live.bench.daemon --write-docs
+	$(BIN)/tcan-live bench --write-docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output
