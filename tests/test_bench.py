@@ -1,0 +1,56 @@
+"""The benchmark scripts run end to end on a tiny model and report sane numbers (no timing
+assertions: test machines vary)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tcan_live.bench.report import table, write_section
+
+
+def test_write_section_replaces_only_its_block(tmp_path: Path) -> None:
+    doc = tmp_path / "b.md"
+    doc.write_text("# B\n\nintro\n", encoding="utf-8")
+    write_section("x", "first", doc)
+    write_section("y", "other", doc)
+    write_section("x", "second", doc)
+    text = doc.read_text(encoding="utf-8")
+    assert "first" not in text and text.count("second") == 1 and "other" in text
+    assert text.startswith("# B\n\nintro")
+
+
+def test_table_formats_rows() -> None:
+    assert table([{"a": 1.23456, "b": "x"}]) == "| a | b |\n|---|---|\n| 1.23 | x |"
+
+
+@pytest.mark.slow
+def test_model_bench_reports_flops_times_and_ratios(tiny_model: Path) -> None:
+    from tcan_live.bench.model import bench
+
+    rows, stages, info = bench(str(tiny_model), [128, 200], "cpu", 1, None)
+    assert [r["frame"] for r in rows] == ["128x128", "200x200"]
+    for r in rows:
+        for key in ("GFLOP/frame", "s/frame", "GFLOP/s (forward)", "ratio to best conv peak",
+                    "ratio to conv roofline"):
+            v = float(r[key])  # type: ignore[arg-type]
+            assert math.isfinite(v) and v > 0, (key, v)
+    assert float(rows[1]["GFLOP/frame"]) > float(rows[0]["GFLOP/frame"])  # type: ignore[arg-type]
+    assert {"read", "forward", "stitch", "write", "encode+publish"} <= set(stages[0])
+    assert info["roofline"] > 0 and len(info["peaks"]) >= 2
+
+
+@pytest.mark.slow
+def test_tuning_compares_settings_against_the_default(tiny_model: Path) -> None:
+    from tcan_live.bench.tuning import enhancer_rows, onnx_rows
+
+    rows = enhancer_rows(str(tiny_model), 256, 1)
+    assert str(rows[0]["setting"]).startswith("default") and rows[0]["relative to default"] == 1
+    names = [str(r["setting"]) for r in rows]
+    assert {"oneDNN off", "channels_last weights", "tile batch 4"} <= set(names)
+    assert all(float(r["s/frame"]) > 0 for r in rows)  # type: ignore[arg-type]
+    pytest.importorskip("onnxruntime")
+    ort = onnx_rows(str(tiny_model), 1)
+    assert [str(r["setting"]).split(",")[0] for r in ort] == ["PyTorch eager", "ONNX Runtime CPU"]
