@@ -144,7 +144,7 @@ def evaluate(pairs: Sequence[Pair], enhance: Enhance, *, pixel_size_um: float | 
 def card_metrics(summary: dict[str, dict[str, tuple[float, float, int]]], n: int,
                  label: str, note: str) -> dict[str, object]:
     """A card-friendly table: medians per method and metric, plus what was measured on."""
-    table: dict[str, object] = {"images": n, "note": note}
+    table: dict[str, object] = {"images": n, "statistic": "median over images", "note": note}
     for method, stats in summary.items():
         table[method] = {m: round(v[0], 5) for m, v in stats.items()}
     return {label: table}
