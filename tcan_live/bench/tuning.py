@@ -32,14 +32,19 @@ def _frame(size: int) -> np.ndarray:
                          Scene(structures=("filaments", "beads"))).confocal
 
 
-def _median_s(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (allocations, oneDNN primitive cache)
-    times = []
+def _interleaved_s(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, measured round-robin (one call of each in
+    turn, ``repeats`` rounds, after one warm-up call each) so that a machine that speeds up or
+    slows down during the run biases no setting."""
+    for fn in fns.values():
+        fn()  # warm-up (allocations, oneDNN primitive cache)
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 @contextlib.contextmanager
@@ -64,28 +69,28 @@ def enhancer_rows(model: str | None, size: int, repeats: int) -> list[dict[str, 
     img = _frame(size)
     base = Enhancer(model, device="cpu")
     px = base.pixel_size_um
-    rows: list[dict[str, object]] = []
+    variants: dict[str, Callable[[], object]] = {}
 
-    def add(setting: str, enh: Enhancer, ctx: contextlib.AbstractContextManager[Any]) -> None:
-        with ctx:
-            t = _median_s(lambda: enh.enhance(img, px), repeats)
-        rows.append({"setting": setting, "s/frame": t})
+    def add(setting: str, enh: Enhancer,
+            ctx: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+            ) -> None:
+        def run() -> object:
+            with ctx():
+                return enh.enhance(img, px)
+        variants[setting] = run
 
     n = torch.get_num_threads()
-    add(f"default (tile {base.tile}, batch {base.batch}, {n} threads, NCHW, oneDNN on)", base,
-        contextlib.nullcontext())
+    add(f"default (tile {base.tile}, batch {base.batch}, {n} threads, NCHW, oneDNN on)", base)
     if n > 1:
-        add("1 thread", base, _threads(1))
+        add("1 thread", base, lambda: _threads(1))
     for tile in (128, 512):
         if tile != base.tile and tile <= size:
-            add(f"tile {tile}", Enhancer(model, device="cpu", tile=tile, warmup=False),
-                contextlib.nullcontext())
-    add("tile batch 4", Enhancer(model, device="cpu", batch=4, warmup=False),
-        contextlib.nullcontext())
-    add("oneDNN off", base, _mkldnn(False))
+            add(f"tile {tile}", Enhancer(model, device="cpu", tile=tile, warmup=False))
+    add("tile batch 4", Enhancer(model, device="cpu", batch=4, warmup=False))
+    add("oneDNN off", base, lambda: _mkldnn(False))
     cl = Enhancer(model, device="cpu", warmup=False)
     cl.generator = cl.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    add("channels_last weights", cl, contextlib.nullcontext())
+    add("channels_last weights", cl)
     # grad mode: the Enhancer's forward runs under inference_mode; the same under no_grad
     nograd = Enhancer(model, device="cpu", warmup=False)
     raw_forward = inspect.unwrap(Enhancer._forward)
@@ -95,15 +100,14 @@ def enhancer_rows(model: str | None, size: int, repeats: int) -> list[dict[str, 
             out: np.ndarray = raw_forward(nograd, stack)
         return out
     nograd._forward = under_no_grad  # type: ignore[method-assign]
-    add("no_grad instead of inference_mode", nograd, contextlib.nullcontext())
-    ref = float(rows[0]["s/frame"])  # type: ignore[arg-type]
-    for r in rows:
-        r["relative to default"] = float(r["s/frame"]) / ref  # type: ignore[arg-type]
-    return rows
+    add("no_grad instead of inference_mode", nograd)
+    times = _interleaved_s(variants, repeats)
+    ref = next(iter(times.values()))
+    return [{"setting": k, "s/frame": t, "relative to default": t / ref} for k, t in times.items()]
 
 
 def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
-    """Generator only, one batch of 4 tiles: PyTorch eager vs ONNX Runtime (CPU EP)."""
+    """Generator only, one tile per call: PyTorch eager vs ONNX Runtime (CPU EP)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -115,7 +119,7 @@ def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
     folder = resolve_model(model)
     card, g = load_generator(folder)
     g.eval()
-    tiles = np.concatenate([_test_tiles(card.tiling.tile)] * 2)
+    tiles = _test_tiles(card.tiling.tile)[:1]  # one tile per call, as the Enhancer runs on CPU
     with tempfile.TemporaryDirectory() as tmp:
         exp = export_onnx(folder, Path(tmp) / "m.onnx")
         opts = ort.SessionOptions()
@@ -125,11 +129,12 @@ def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
         def run_torch() -> object:
             with torch.inference_mode():
                 return g(torch.from_numpy(tiles))
-        t_torch = _median_s(run_torch, repeats)
-        t_ort = _median_s(lambda: sess.run(None, {"tiles": tiles}), repeats)
-    label = f"{len(tiles)} tiles of {card.tiling.tile} px"
-    return [{"setting": f"PyTorch eager, {label}", "s/batch": t_torch, "relative": 1.0},
-            {"setting": f"ONNX Runtime CPU, {label}", "s/batch": t_ort,
+        t = _interleaved_s({"torch": run_torch,
+                            "ort": lambda: sess.run(None, {"tiles": tiles})}, repeats)
+        t_torch, t_ort = t["torch"], t["ort"]
+    label = f"{len(tiles)} tile of {card.tiling.tile} px"
+    return [{"setting": f"PyTorch eager, {label}", "s/call": t_torch, "relative": 1.0},
+            {"setting": f"ONNX Runtime CPU, {label}", "s/call": t_ort,
              "relative": t_ort / t_torch}]
 
 
@@ -147,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join([
         f"Measured with `python -m tcan_live.bench.tuning --size {args.size} --repeats "
         f"{args.repeats}` on {machine()}. One {args.size}x{args.size} frame through "
-        "`Enhancer.enhance` (median), one setting changed at a time; < 1.0 is faster.",
+        "`Enhancer.enhance` (median; settings measured round-robin), one setting changed at a "
+        "time; < 1.0 is faster.",
         "", table(rows)])
     if extra:
-        body += "\n\nGenerator alone (s per batch; ONNX export verified against PyTorch first):"
+        body += "\n\nGenerator alone (s per call; ONNX export verified against PyTorch first):"
         body += "\n\n" + table(extra)
     print(body)
     if args.write_docs:
