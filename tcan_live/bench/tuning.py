@@ -57,12 +57,6 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-@contextlib.contextmanager
-def _mkldnn(enabled: bool) -> Iterator[None]:
-    with torch.backends.mkldnn.flags(enabled=enabled):
-        yield
-
-
 def enhancer_rows(model: str | None, size: int, repeats: int) -> list[dict[str, object]]:
     from tcan_live.sr.enhancer import Enhancer
 
@@ -87,7 +81,7 @@ def enhancer_rows(model: str | None, size: int, repeats: int) -> list[dict[str, 
         if tile != base.tile and tile <= size:
             add(f"tile {tile}", Enhancer(model, device="cpu", tile=tile, warmup=False))
     add("tile batch 4", Enhancer(model, device="cpu", batch=4, warmup=False))
-    add("oneDNN off", base, lambda: _mkldnn(False))
+    add("oneDNN off", base, lambda: torch.backends.mkldnn.flags(enabled=False))
     cl = Enhancer(model, device="cpu", warmup=False)
     cl.generator = cl.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     add("channels_last weights", cl)
