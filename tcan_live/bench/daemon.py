@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--write-docs", action="store_true")
     args = p.parse_args(argv)
-    from tcan_live.bench.report import machine, table, write_section
+    from tcan_live.bench.report import emit, machine, table
 
     rows = []
     for s in (int(x) for x in args.sizes.split(",")):
@@ -97,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(rows[-1], flush=True)
     body = (f"Measured with `python -m tcan_live.bench.daemon --sizes {args.sizes} --frames "
             f"{args.frames}` on {machine()}.\n\n" + table(rows))
-    print(body)
-    if args.write_docs:
-        write_section("daemon-overhead", body)
+    emit("daemon-overhead", body, args.write_docs)
     return 0
 
 

@@ -166,7 +166,7 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int,
 
 
 def bench_from_cli(args: argparse.Namespace) -> int:
-    from tcan_live.bench.report import machine, table, write_section
+    from tcan_live.bench.report import emit, machine, table
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -183,7 +183,5 @@ def bench_from_cli(args: argparse.Namespace) -> int:
         "measured forward time (1.0 = nothing but convolutions costs time). FLOPs from torch's "
         "FlopCounterMode (convolutions and matmuls; FFT, activations and pooling not counted).",
         "", table(rows), "", "Stage breakdown (median ms per frame):", "", table(stages)])
-    print(body)
-    if args.write_docs:
-        write_section(f"bench-{info['device'].split(':')[0]}", body)
+    emit(f"bench-{info['device'].split(':')[0]}", body, args.write_docs)
     return 0

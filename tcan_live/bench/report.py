@@ -37,6 +37,13 @@ def write_section(name: str, body: str, path: Path = DOCS) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def emit(section: str, body: str, write_docs: bool) -> None:
+    """Print a benchmark's result and, on request, write it into its section of the docs."""
+    print(body)
+    if write_docs:
+        write_section(section, body)
+
+
 def table(rows: list[dict[str, object]]) -> str:
     keys = list(rows[0])
     out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

@@ -108,12 +108,12 @@ def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
         return []
     from tcan_live.sr.card import resolve_model
     from tcan_live.sr.model import load_generator
-    from tcan_live.sr.onnx_export import _test_tiles, export_onnx
+    from tcan_live.sr.onnx_export import export_onnx, sample_tiles
 
     folder = resolve_model(model)
     card, g = load_generator(folder)
     g.eval()
-    tiles = _test_tiles(card.tiling.tile)[:1]  # one tile per call, as the Enhancer runs on CPU
+    tiles = sample_tiles(card.tiling.tile)[:1]  # one tile per call, as the Enhancer runs on CPU
     with tempfile.TemporaryDirectory() as tmp:
         exp = export_onnx(folder, Path(tmp) / "m.onnx")
         opts = ort.SessionOptions()
@@ -133,7 +133,7 @@ def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tcan_live.bench.report import machine, table, write_section
+    from tcan_live.bench.report import emit, machine, table
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--model", default=None)
@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         body += "\n\nGenerator alone (s per call; ONNX export verified against PyTorch first):"
         body += "\n\n" + table(extra)
-    print(body)
-    if args.write_docs:
-        write_section("tuning-cpu", body)
+    emit("tuning-cpu", body, args.write_docs)
     return 0
 
 

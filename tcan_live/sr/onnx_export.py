@@ -33,7 +33,8 @@ class OnnxExport:
     output_range: float
 
 
-def _test_tiles(size: int) -> np.ndarray:
+def sample_tiles(size: int) -> np.ndarray:
+    """Two normalised simulated confocal tiles (filaments + beads, actin + rings), seed 0."""
     from tcan_live.sr.normalize import normalize, percentile_affine
     from tcan_live.train.simulate import Camera, Optics, Scene, simulate_pair
 
@@ -54,7 +55,7 @@ def export_onnx(folder: Path, out: Path | None = None, *, size: int | None = Non
     card, g = load_generator(folder)
     size = size or card.tiling.tile
     out = out or folder / f"{card.id}.onnx"
-    tiles = _test_tiles(size)
+    tiles = sample_tiles(size)
     with torch.inference_mode():
         ref = g(torch.from_numpy(tiles)).numpy()
     for m in g.modules():
