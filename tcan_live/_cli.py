@@ -17,6 +17,7 @@ from tcan_live.errors import TcanError
 log = logging.getLogger("tcan_live")
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # the Enhancer's ``precision``
 
 
 def command(name: str) -> Callable[[Command], Command]:
@@ -190,7 +191,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model id or folder (default: the default model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--tile", type=int, default=None, help="tile size in px (default: card's)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="largest tile side in px (default: card's)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with "
+                        "AVX512-BF16/AMX is faster, see docs/benchmarks.md")
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
@@ -350,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
 
     p = sub.add_parser("demo", help="simulate a live acquisition and watch it (the main job)")

@@ -58,7 +58,7 @@ class Daemon:
         from tcan_live.sr.enhancer import Enhancer
 
         s = self.settings
-        self.enhancer = Enhancer(s.model, device=s.device, tile=s.tile)
+        self.enhancer = Enhancer(s.model, device=s.device, tile=s.tile, precision=s.precision)
         self.store = OutputStore(s.output_folder(), s.folder.resolve() if s.folder else None,
                                  model_id=self.enhancer.model_id)
         self.worker = Worker(self.queue, self._process, stats=self.stats,
@@ -122,7 +122,8 @@ class Daemon:
         card = self.enhancer.card
         trust = trust_check(np.asarray(frame.data, np.float32), res.image,
                             px or card.pixel_size_um, confocal_fwhm_nm=card.confocal_fwhm_nm,
-                            target_fwhm_nm=card.target_fwhm_nm)
+                            target_fwhm_nm=card.target_fwhm_nm, affine=res.affine,
+                            residual=False)
         ms = 1000 * (time.perf_counter() - t0)
         self.store.add(frame, res.image, res.pixel_size_um)
         header = {
@@ -196,6 +197,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         folder=Path(args.folder) if args.folder else None,
         output=Path(args.output) if args.output else None, model=args.model,
         device=None if args.device == "auto" else args.device, tile=args.tile,
+        precision=None if args.precision == "auto" else args.precision,
         pixel_size_um=args.pixel_size_um, endpoint=args.endpoint, mode=args.mode,
         poll=args.poll, settle_s=args.settle, allow_remote=args.allow_remote,
         curve_keys=Path(args.curve_keys) if args.curve_keys else None,

@@ -30,7 +30,7 @@ def run_demo(args: argparse.Namespace) -> int:
         acq = Path(tmp) / "acquisition"
         acq.mkdir()
         daemon = Daemon(Settings(folder=acq, output=out / "enhanced", model=args.model,
-                                 device=args.device, tile=args.tile,
+                                 device=args.device, tile=args.tile, precision=args.precision,
                                  endpoint="tcp://127.0.0.1:*", settle_s=1.0))
         print(f"demo: simulated acquisition in {acq}, {args.frames} frames of "
               f"{args.size}x{args.size} px every {args.interval:g} s")

@@ -36,8 +36,9 @@ class EnhancerPlugin(_WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, model: str | None, device: str = "auto", tile: int | None = None) -> None:
-        self.model, self.device, self.tile = model, device, tile
+    def __init__(self, model: str | None, device: str = "auto", tile: int | None = None,
+                 precision: str = "auto") -> None:
+        self.model, self.device, self.tile, self.precision = model, device, tile, precision
         self.enhancer: Any = None
         self.loads = 0
 
@@ -47,7 +48,8 @@ class EnhancerPlugin(_WorkerPlugin):
         device = self.device
         if device == "auto" and os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
             device = "cpu"
-        self.enhancer = Enhancer(self.model, device=device, tile=self.tile)
+        self.enhancer = Enhancer(self.model, device=device, tile=self.tile,
+                                 precision=self.precision)
         self.loads += 1
         log.info("worker %s loaded model %s on %s", getattr(worker, "address", "?"),
                  self.enhancer.model_id, self.enhancer.device)
@@ -86,7 +88,7 @@ def worker_loads(dask_worker: Any) -> tuple[int, int]:
 
 @contextmanager
 def connect(scheduler: str | None, workers: int | None, *, model: str | None, device: str,
-            tile: int | None) -> Iterator[Any]:
+            tile: int | None, precision: str = "auto") -> Iterator[Any]:
     """A distributed Client (to ``scheduler``, or to a LocalCluster of ``workers`` processes)
     with the enhancer plugin registered on every worker."""
     try:
@@ -101,7 +103,7 @@ def connect(scheduler: str | None, workers: int | None, *, model: str | None, de
                                dashboard_address=None)
         client = Client(cluster)
     try:
-        client.register_plugin(EnhancerPlugin(model, device, tile), name=PLUGIN_NAME)
+        client.register_plugin(EnhancerPlugin(model, device, tile, precision), name=PLUGIN_NAME)
         yield client
     finally:
         client.close()

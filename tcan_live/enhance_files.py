@@ -97,10 +97,11 @@ def enhance_file(
                 grid_out = (resample_to_shape(image, info.plane_shape) if keep_model_grid
                             else image)
                 card = enhancer.card
-                res[idx] = trust_check(raw.astype(np.float32), grid_out,
-                                       px or card.pixel_size_um,
-                                       confocal_fwhm_nm=card.confocal_fwhm_nm,
-                                       target_fwhm_nm=card.target_fwhm_nm).residual
+                check = trust_check(raw.astype(np.float32), grid_out, px or card.pixel_size_um,
+                                    confocal_fwhm_nm=card.confocal_fwhm_nm,
+                                    target_fwhm_nm=card.target_fwhm_nm)
+                assert check.residual is not None
+                res[idx] = check.residual
             if progress and client is None:
                 progress(k + 1, info.n_planes)
         if out is None:
@@ -139,11 +140,13 @@ def enhance_from_cli(args: argparse.Namespace) -> int:
 
             enhancer: Any = ModelInfo(args.model)
             client = stack.enter_context(connect(args.scheduler, args.workers, model=args.model,
-                                                 device=args.device, tile=args.tile))
+                                                 device=args.device, tile=args.tile,
+                                                 precision=args.precision))
         else:
             from tcan_live.sr.enhancer import Enhancer
 
-            enhancer = Enhancer(args.model, device=args.device, tile=args.tile)
+            enhancer = Enhancer(args.model, device=args.device, tile=args.tile,
+                                precision=args.precision)
         return _enhance_all(args, enhancer, out_dir, client)
 
 

@@ -28,6 +28,7 @@ class Settings(BaseModel):
     model: str | None = None
     device: str = "auto"
     tile: int | None = Field(None, ge=32)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     pixel_size_um: float | None = Field(None, gt=0, description="overrides the files' value")
     endpoint: str = "tcp://127.0.0.1:5557"
     allow_remote: bool = False

@@ -34,12 +34,33 @@ def test_model_bench_reports_flops_times_and_ratios(tiny_model: Path) -> None:
     assert [r["frame"] for r in rows] == ["128x128", "200x200"]
     for r in rows:
         for key in ("GFLOP/frame", "s/frame", "GFLOP/s (forward)", "ratio to best conv peak",
-                    "ratio to conv roofline"):
+                    "ratio to dominant-conv peak", "ratio to conv roofline", "executed / useful"):
             v = float(r[key])  # type: ignore[arg-type]
             assert math.isfinite(v) and v > 0, (key, v)
     assert float(rows[1]["GFLOP/frame"]) > float(rows[0]["GFLOP/frame"])  # type: ignore[arg-type]
     assert {"read", "forward", "stitch", "write", "encode+publish"} <= set(stages[0])
-    assert info["roofline"] > 0 and len(info["peaks"]) >= 2
+    assert all(g > 0 for g in info["roofline"]) and len(info["peaks"]) >= 4
+    # the executed work is the planned tiles' pixels over the frame's (FLOPs ~ pixels)
+    from tcan_live.sr.enhancer import Enhancer
+    from tcan_live.sr.tiling import plan_tiles
+
+    enh = Enhancer(str(tiny_model), device="cpu", warmup=False)
+    for size, r in zip((128, 200), rows, strict=True):
+        plan = plan_tiles((-(-size // 16) * 16,) * 2, enh.tile, enh.overlap, 16)
+        assert r["tiles"] == f"{len(plan)} x {plan[0].h}x{plan[0].w}"
+        ratio = len(plan) * plan[0].h * plan[0].w / size**2
+        assert float(r["executed / useful"]) == pytest.approx(ratio, rel=0.02)  # type: ignore[arg-type]
+        assert str(r["dominant conv"]).endswith(f"@{plan[0].h}px")
+
+
+def test_dominant_conv_is_the_one_with_most_flops() -> None:
+    from tcan_live.bench.model import dominant_conv
+
+    shapes = {(16, 16, 3, 256, 256): 10, (64, 64, 3, 64, 64): 8, (1, 16, 3, 256, 256): 50,
+              (16, 16, 1, 256, 256): 100}
+    assert dominant_conv(shapes) == (16, 256)  # 1->16 and 1x1 convs are not C->C 3x3
+    shapes[(64, 64, 3, 64, 64)] = 200
+    assert dominant_conv(shapes) == (64, 64)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,32 @@ def test_tiles_cover_and_identity_stitch_is_exact(
     for t in tiles:
         st.add(t, img[t.slices])
     np.testing.assert_allclose(st.result(), img, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [64, 128, 256, 320])
+@pytest.mark.parametrize("overlap", [0, 16, 32, 48])
+def test_tile_plan_keeps_overlap_with_fewest_tiles(tile: int, overlap: int) -> None:
+    """Every axis length (multiples of 16 up to 2100 px): starts and side aligned, the axis
+    covered, neighbours share >= overlap px, side <= tile, and no plan with fewer tiles of side
+    <= tile could keep that overlap."""
+    from tcan_live.sr.tiling import plan_axis
+
+    for length in range(16, 2100, 16):
+        side, starts = plan_axis(length, tile, overlap, 16)
+        assert side <= min(tile, length)
+        assert side % 16 == 0 and all(s % 16 == 0 for s in starts)
+        assert starts[0] == 0 and starts[-1] + side == length
+        ov = min(overlap, tile // 2)
+        assert all(0 < b - a <= side - ov for a, b in itertools.pairwise(starts))
+        n = len(starts)
+        if n > 1:  # n - 1 tiles of the largest side could not cover with that overlap
+            assert (n - 1) * tile - (n - 2) * ov < length
+
+
+def test_tile_plan_for_a_512_frame_is_four_tiles() -> None:
+    tiles = plan_tiles((512, 512), 320, 48, align=16)
+    assert [(t.y, t.x, t.h, t.w) for t in tiles] == [
+        (0, 0, 288, 288), (0, 224, 288, 288), (224, 0, 288, 288), (224, 224, 288, 288)]
 
 
 def test_unsupported_frames_are_refused(tiny_model: Path) -> None:

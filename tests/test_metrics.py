@@ -102,7 +102,32 @@ def test_richardson_lucy_sharpens_beads(rng: np.random.Generator) -> None:
 
 def _trust(raw: np.ndarray, out: np.ndarray) -> tuple[float, np.ndarray]:
     t = trust_check(raw, out, 0.05)
+    assert t.residual is not None
     return t.score, t.residual
+
+
+def test_trust_check_matches_a_float64_reference(rng: np.random.Generator) -> None:
+    """float32 images with float64 sums give the textbook float64 numbers; passing the
+    Enhancer's affine and skipping the residual map changes nothing else."""
+    from tcan_live.sr.normalize import normalize, percentile_affine
+    from tcan_live.sr.trust import sigma_px
+
+    raw, good = _scene(rng, photons=50)
+    out = good + rng.normal(0, 0.05 * float(good.std()), good.shape).astype(np.float32)
+    aff = percentile_affine(raw)
+    x = normalize(raw, aff).astype(np.float64)
+    r = ndimage.gaussian_filter(normalize(out, aff).astype(np.float64),
+                                sigma_px(np.sqrt(230.0**2 - 80.0**2), 0.05), mode="reflect")
+    a, b = np.polyfit(r.ravel(), x.ravel(), 1)
+    fit = a * r + b
+    want_nrmse = np.sqrt(np.mean((fit - x) ** 2)) / x.std()
+    want_score = np.corrcoef(fit.ravel(), x.ravel())[0, 1]
+    t = trust_check(raw, out, 0.05)
+    assert t.score == pytest.approx(want_score, abs=1e-5)
+    assert t.nrmse == pytest.approx(want_nrmse, rel=1e-4)
+    fast = trust_check(raw, out, 0.05, affine=aff, residual=False)
+    assert fast.residual is None
+    assert (fast.score, fast.nrmse) == pytest.approx((t.score, t.nrmse), rel=1e-6)
 
 
 def test_trust_check_flags_an_invented_filament(rng: np.random.Generator) -> None:

@@ -65,3 +65,35 @@ def test_fourier_attention_is_comparable_across_tile_sizes() -> None:
     assert small.shape == (1, 8, 1, 1)
     assert torch.all((small > 0) & (small < 1))
     assert torch.allclose(small, large, atol=0.02)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (64, 48), (2, 2), (37, 48), (33, 31), (256, 256)])
+def test_fast_spectrum_equals_fftshift_of_fft(shape: tuple[int, int]) -> None:
+    """The attention's half-spectrum shortcut gives the textbook fftshift(|fft2|)^gamma."""
+    from tcan_live.sr.network import _shifted_magnitude_pow
+
+    torch.manual_seed(1)
+    y = torch.randn(2, 5, *shape)
+    spec = torch.fft.fftshift(torch.fft.fft2(y, norm="ortho"), dim=(-2, -1))
+    want = (spec.abs() + 1e-8).pow(0.8)
+    got = _shifted_magnitude_pow(y, 0.8)  # the autograd path
+    with torch.inference_mode():
+        got_inference = _shifted_magnitude_pow(y, 0.8)  # the in-place path
+    torch.testing.assert_close(got_inference, want, rtol=1e-5, atol=1e-5)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_spectrum_gradient_equals_textbook() -> None:
+    from tcan_live.sr.network import _shifted_magnitude_pow
+
+    torch.manual_seed(2)
+    y = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    w = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    a = y.clone().requires_grad_(True)
+    (_shifted_magnitude_pow(a, 0.8) * w).sum().backward()
+    b = y.clone().requires_grad_(True)
+    spec = torch.fft.fftshift(torch.fft.fft2(b, norm="ortho"), dim=(-2, -1))
+    ((spec.abs() + 1e-8).pow(0.8) * w).sum().backward()
+    assert a.grad is not None and b.grad is not None
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-8)

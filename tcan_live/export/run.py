@@ -27,11 +27,13 @@ def export_from_cli(args: argparse.Namespace) -> int:
             from tcan_live.distributed import connect
 
             client = stack.enter_context(connect(args.scheduler, args.workers, model=args.model,
-                                                 device=args.device, tile=args.tile))
+                                                 device=args.device, tile=args.tile,
+                                                 precision=args.precision))
         else:
             from tcan_live.sr.enhancer import Enhancer
 
-            enhancer = Enhancer(args.model, device=args.device, tile=args.tile)
+            enhancer = Enhancer(args.model, device=args.device, tile=args.tile,
+                                precision=args.precision)
         return _run(src, out, opts, enhancer, client)
 
 

@@ -9,6 +9,8 @@ thread owns all file reading and decides when frames are ready:
 * an ND2 being written is read best-effort (see :mod:`tcan_live.sources.nd2live`), completely
   once it opens normally;
 * an NDTiff dataset is re-read when its index grows.
+The scanner runs every ``scan_interval_s`` (0.1 s) and at once when a file is closed after
+writing, so a closed frame does not wait for the next tick.
 A file that does not decode and stays unchanged for ``give_up_s`` is reported once and left
 alone until it changes again. Frames already processed (the journal's ``is_done``) are skipped,
 so a restarted daemon resumes where it stopped.
@@ -75,6 +77,7 @@ class FolderSource:
         self._dirty: set[Path] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a writer closed a file: scan now, not at the next tick
         self._thread: threading.Thread | None = None
         self._observer: object | None = None
         self.frames_emitted = 0
@@ -101,6 +104,7 @@ class FolderSource:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._observer is not None:
             self._observer.stop()  # type: ignore[attr-defined]
             self._observer.join(timeout=5)  # type: ignore[attr-defined]
@@ -122,10 +126,13 @@ class FolderSource:
             if t.failed:  # a changed file gets another chance
                 t.failed, t.reported = None, False
             self._dirty.add(path)
+        if closed:
+            self._wake.set()
 
     # -- scanner thread ------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # set again by an event during the scan: no wait after it
             with self._lock:
                 todo = sorted(self._dirty)
             for path in todo:
@@ -136,7 +143,7 @@ class FolderSource:
                 except Exception as err:  # never let one file stop the source
                     log.exception("unexpected error scanning %s", path)
                     self._fail(self._tracked[path], f"{type(err).__name__}: {err}", final=True)
-            self._stop.wait(self.scan_interval_s)
+            self._wake.wait(self.scan_interval_s)
 
     def _scan(self, t: Tracked) -> None:
         gen = t.generation

@@ -69,11 +69,17 @@ class Enhancer:
         self.device = pick_device(device)
         self.tile = _round_up(int(tile or card.tiling.tile), ALIGN)
         self.overlap = _round_up(int(card.tiling.overlap if overlap is None else overlap), ALIGN)
-        # measured on a 2-core CPU: one 256 px tile at a time is fastest (cache); GPUs want batches
+        # measured on a 2-core CPU: one tile per call is fastest (cache); GPUs want batches
         self.batch = max(int(batch), 1) if batch else (8 if self.device.type == "cuda" else 1)
         self.memory_budget_px = memory_budget_px
         self.dtype = self._autocast_dtype(precision)
         self.generator = generator.to(self.device).eval()
+        # measured on CPU (docs/benchmarks.md, tuning): NHWC saves oneDNN a layout reorder per
+        # convolution, 5-9% faster; on GPUs not measured yet, so left as it is
+        self.memory_format = (torch.channels_last if self.device.type == "cpu"
+                              else torch.contiguous_format)
+        self.generator = self.generator.to(  # type: ignore[call-overload]
+            memory_format=self.memory_format)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles have few fixed shapes
         if warmup:
@@ -81,13 +87,21 @@ class Enhancer:
 
     # -- set-up --------------------------------------------------------------------------
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
+        """auto: bf16 autocast on CUDA, fp32 on CPU. On a CPU, bf16 is 1.2-1.7x faster where
+        oneDNN has native bf16 (AVX512-BF16, AMX) and changes single pixels by up to a few
+        percent of the range (docs/benchmarks.md), so it is offered, not the default."""
         if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
             return None
-        if precision in ("bf16", "auto"):
-            return torch.bfloat16
-        if precision == "fp16":
-            return torch.float16
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+        if precision not in ("bf16", "fp16", "auto"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        if self.device.type == "cpu":
+            check = (torch.ops.mkldnn._is_mkldnn_fp16_supported if dtype == torch.float16
+                     else torch.ops.mkldnn._is_mkldnn_bf16_supported)
+            if not check():
+                log.warning("%s on this CPU has no native oneDNN support: expect it slower "
+                            "than fp32", precision)
+        return dtype
 
     @property
     def model_id(self) -> str:
@@ -192,7 +206,7 @@ class Enhancer:
         t = torch.from_numpy(np.ascontiguousarray(stack))[:, None]
         if self.device.type == "cuda":
             t = t.pin_memory()  # page-locked: an asynchronous host-to-device copy
-        t = t.to(self.device, non_blocking=True)
+        t = t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         try:
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
                                 enabled=self.dtype is not None):

@@ -1,13 +1,18 @@
 """Overlapping tiles and smooth blending (numpy only).
 
-Tiles are all the same size (so they batch); the last tile of a row/column is aligned with the
-image edge. Each tile's output is weighted by a separable window that ramps from ~0 to 1 over the
-overlap on edges shared with another tile (raised cosine) and is flat on the image border, and
-the weighted outputs are summed and divided by the summed weights.
+Tiles are all the same size (so they batch) and spread evenly: ``tile`` is the largest side
+allowed, and the planner picks the fewest tiles per axis that keep at least ``overlap`` pixels
+shared between neighbours, then the smallest (aligned) side that covers the axis with them. A
+512 px axis with tile 320 and overlap 48 takes two tiles of 288, where a fixed 256 px tile with
+the last one pushed against the edge took three: less redundant work. Each tile's output is
+weighted by a separable window that ramps from ~0 to 1 over the overlap on edges shared with
+another tile (raised cosine) and is flat on the image border, and the weighted outputs are
+summed and divided by the summed weights.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,26 +31,38 @@ class Tile:
         return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
 
 
-def _starts(length: int, tile: int, overlap: int, align: int) -> list[int]:
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def plan_axis(length: int, tile: int, overlap: int, align: int = 1) -> tuple[int, list[int]]:
+    """(side, starts) of the tiles along one axis: the fewest tiles of side <= ``tile`` whose
+    neighbours share >= ``overlap`` pixels, sides and starts multiples of ``align``."""
     if length <= tile:
-        return [0]
-    stride = max((tile - overlap) // align * align, align)
-    starts = list(range(0, length - tile, stride))
-    starts.append((length - tile) // align * align)
-    return sorted(set(starts))
+        return length, [0]
+    overlap = min(overlap, tile // 2)
+    n = max(-(-(length - overlap) // max(tile - overlap, 1)), 2)
+    side = min(_round_up(-(-(length + (n - 1) * overlap) // n), align), length)
+    while True:
+        span = length - side
+        starts = [round(i * span / (n - 1) / align) * align for i in range(n)]
+        starts[-1] = span  # a multiple of align: length and side both are
+        if all(b - a <= side - overlap for a, b in itertools.pairwise(starts)):
+            return side, starts
+        side += align  # rounding the starts cost a few pixels of overlap: widen and retry
 
 
 def plan_tiles(shape: tuple[int, int], tile: int, overlap: int, align: int = 1) -> list[Tile]:
-    """Tiles covering ``shape``; with ``align`` > 1 every start is a multiple of ``align``.
+    """Tiles covering ``shape``; with ``align`` > 1 every start and side is a multiple of
+    ``align``.
 
     The TCAN U-net pools four times, so its output is shift-equivariant only for shifts that are
     multiples of 16: tiles aligned on that grid see the same pooling phase as the whole image.
     ``shape`` must then be a multiple of ``align`` (pad first, see :func:`pad_to`).
     """
-    h, w = shape
-    th, tw = min(tile, h), min(tile, w)
-    return [Tile(y, x, th, tw)
-            for y in _starts(h, tile, overlap, align) for x in _starts(w, tile, overlap, align)]
+    th, ys = plan_axis(shape[0], tile, overlap, align)
+    tw, xs = plan_axis(shape[1], tile, overlap, align)
+    return [Tile(y, x, th, tw) for y in ys for x in xs]
 
 
 def pad_to(image: np.ndarray, multiple: int) -> np.ndarray:
