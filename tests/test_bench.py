@@ -65,13 +65,17 @@ def test_dominant_conv_is_the_one_with_most_flops() -> None:
 
 @pytest.mark.slow
 def test_tuning_compares_settings_against_the_default(tiny_model: Path) -> None:
-    from tcan_live.bench.tuning import enhancer_rows, onnx_rows
+    from tcan_live.bench.tuning import bf16_difference, enhancer_rows, onnx_rows
 
+    d = bf16_difference(str(tiny_model), 128)
+    assert 0 < d["rms %"] <= d["p99.9 %"] <= d["max %"] < 100
     rows = enhancer_rows(str(tiny_model), 256, 1)
     assert str(rows[0]["setting"]).startswith("default") and rows[0]["relative to default"] == 1
     names = [str(r["setting"]) for r in rows]
-    assert {"oneDNN off", "channels_last weights", "tile batch 4"} <= set(names)
+    assert {"oneDNN off", "NCHW instead of channels_last", "tile batch 4"} <= set(names)
+    assert any(n.startswith("bf16 autocast") for n in names)
     assert all(float(r["s/frame"]) > 0 for r in rows)  # type: ignore[arg-type]
     pytest.importorskip("onnxruntime")
     ort = onnx_rows(str(tiny_model), 1)
-    assert [str(r["setting"]).split(",")[0] for r in ort] == ["PyTorch eager", "ONNX Runtime CPU"]
+    assert [str(r["setting"]).split(",")[0] for r in ort] == [
+        "PyTorch eager (channels_last)", "ONNX Runtime CPU"]

@@ -288,6 +288,21 @@ def test_settings_precedence_and_service_example(tmp_path: Path) -> None:
         load_settings(None, env={"TCAN_LIVE_NOPE": "1"})
     assert load_settings(None, env={}, folder=Path("D:/acquisitions")).output_folder().name == \
         "acquisitions_tcan"
+    assert example.precision == "auto"
+    assert load_settings(None, env={"TCAN_LIVE_PRECISION": "bf16"}).precision == "bf16"
+    with pytest.raises(ConfigError, match="TCAN_LIVE_PRECISION"):
+        load_settings(None, env={"TCAN_LIVE_PRECISION": "fp8"})
+
+
+def test_watch_flags_reach_the_settings() -> None:
+    from tcan_live._cli import build_parser
+    from tcan_live.daemon import settings_from_args
+
+    args = build_parser().parse_args(["watch", "D:/acquisitions", "--precision", "bf16",
+                                      "--tile", "256"])
+    s = settings_from_args(args)
+    assert (s.precision, s.tile, s.folder) == ("bf16", 256, Path("D:/acquisitions"))
+    assert settings_from_args(build_parser().parse_args(["watch", "x"])).precision == "auto"
 
 
 def test_slowly_written_single_frame_is_read_once_complete(run_daemon: Any, tmp_path: Path,

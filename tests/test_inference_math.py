@@ -112,6 +112,20 @@ def test_tile_plan_for_a_512_frame_is_four_tiles() -> None:
         (0, 0, 288, 288), (0, 224, 288, 288), (224, 0, 288, 288), (224, 224, 288, 288)]
 
 
+def test_bf16_on_cpu_stays_close_to_fp32(tiny_model: Path, rng: np.random.Generator) -> None:
+    from tcan_live.sr.enhancer import Enhancer
+
+    img = _image(rng, (160, 200))
+    ref = Enhancer(tiny_model, precision="fp32", warmup=False).enhance(img, 0.05).image
+    bf = Enhancer(tiny_model, precision="bf16", warmup=False).enhance(img, 0.05).image
+    assert bf.dtype == np.float32 and bf.shape == ref.shape
+    # bf16 keeps 8 significant bits: errors scale with the values' magnitude, not their span
+    assert np.sqrt(np.mean((bf - ref) ** 2)) <= 0.01 * np.abs(ref).max()
+    assert np.corrcoef(bf.ravel(), ref.ravel())[0, 1] > 0.99
+    with pytest.raises(ValueError, match="precision"):
+        Enhancer(tiny_model, precision="fp8", warmup=False)
+
+
 def test_unsupported_frames_are_refused(tiny_model: Path) -> None:
     from tcan_live.sr.enhancer import Enhancer
 

@@ -8,6 +8,10 @@ into a watched folder, slower than the daemon can process them (no queueing). Fo
     overhead = total - forward  (detect, read, queue, normalise, resample, tile, stitch,
                                  trust check, fsync'd save + journal, encode, publish)
 
+split into: detect+read (file closed -> frame queued by the folder source), in the worker
+around the forward pass (normalise ... trust check), and the rest (queue hand-off, save +
+journal, encode, publish).
+
     python -m tcan_live.bench.daemon [--sizes 512,2048] [--frames 5] [--write-docs]
 """
 
@@ -42,7 +46,7 @@ def run(size: int, frames: int, model: str | None, interval_s: float) -> dict[st
         while d.publisher is None:
             time.sleep(0.01)
         closed: dict[int, float] = {}
-        rows: list[tuple[float, float, float]] = []
+        rows: list[tuple[float, float, float, float]] = []
         with FrameSubscriber(d.publisher.endpoint, kinds=("enhanced",)) as sub:
             time.sleep(0.3)
 
@@ -63,7 +67,8 @@ def run(size: int, frames: int, model: str | None, interval_s: float) -> dict[st
                 h = msg.header
                 t = h["index"]["t"]
                 total = 1000 * (h["published_at"] - closed[t])
-                rows.append((total, h["timings_ms"]["forward"], h["processing_ms"]))
+                detect = 1000 * (h["seen_at"] - closed[t])
+                rows.append((total, h["timings_ms"]["forward"], h["processing_ms"], detect))
             w.join()
         d.stop()
     tot = np.array(rows)
@@ -72,7 +77,10 @@ def run(size: int, frames: int, model: str | None, interval_s: float) -> dict[st
             "total ms (median)": float(np.median(tot[:, 0])),
             "forward ms": float(np.median(tot[:, 1])),
             "overhead ms": float(np.median(overhead)),
-            "overhead %": float(100 * np.median(overhead / tot[:, 0]))}
+            "overhead %": float(100 * np.median(overhead / tot[:, 0])),
+            "detect+read ms": float(np.median(tot[:, 3])),
+            "around forward ms": float(np.median(tot[:, 2] - tot[:, 1])),
+            "rest ms": float(np.median(tot[:, 0] - tot[:, 3] - tot[:, 2]))}
 
 
 def main(argv: list[str] | None = None) -> int:

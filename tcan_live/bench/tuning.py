@@ -1,9 +1,11 @@
 """Measure the CPU/GPU settings the Enhancer could use, one change at a time.
 
-``python -m tcan_live.bench.tuning [--model M] [--size 512] [--repeats 3] [--write-docs]``
+``python -m tcan_live.bench.tuning [--model M] [--size 512] [--repeats 3] [--compile]
+[--write-docs]``
 
 Each row is the median time of ``Enhancer.enhance`` on one simulated frame with a single setting
-changed from the default (threads, tile size, tile batch, memory format, oneDNN, grad mode), plus
+changed from the default (threads, largest tile side, tile batch, memory format, oneDNN, bf16,
+grad mode, and with ``--compile`` torch.compile), plus
 the generator alone in PyTorch and in ONNX Runtime on the same batch of tiles when the ``onnx``
 extra is installed. The table is what the Enhancer's defaults are chosen from; it is written into
 docs/benchmarks.md by ``--write-docs``.
@@ -57,7 +59,8 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def enhancer_rows(model: str | None, size: int, repeats: int) -> list[dict[str, object]]:
+def enhancer_rows(model: str | None, size: int, repeats: int,
+                  compile_model: bool = False) -> list[dict[str, object]]:
     from tcan_live.sr.enhancer import Enhancer
 
     img = _frame(size)
@@ -74,17 +77,30 @@ def enhancer_rows(model: str | None, size: int, repeats: int) -> list[dict[str, 
         variants[setting] = run
 
     n = torch.get_num_threads()
-    add(f"default (tile {base.tile}, batch {base.batch}, {n} threads, NCHW, oneDNN on)", base)
+    add(f"default (tiles <= {base.tile} px, batch {base.batch}, {n} threads, channels_last, "
+        "fp32, oneDNN on)", base)
     if n > 1:
         add("1 thread", base, lambda: _threads(1))
-    for tile in (128, 512):
+    for tile in (128, 256, 512):
         if tile != base.tile and tile <= size:
-            add(f"tile {tile}", Enhancer(model, device="cpu", tile=tile, warmup=False))
+            add(f"tiles <= {tile} px", Enhancer(model, device="cpu", tile=tile, warmup=False))
     add("tile batch 4", Enhancer(model, device="cpu", batch=4, warmup=False))
     add("oneDNN off", base, lambda: torch.backends.mkldnn.flags(enabled=False))
-    cl = Enhancer(model, device="cpu", warmup=False)
-    cl.generator = cl.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    add("channels_last weights", cl)
+    nchw = Enhancer(model, device="cpu", warmup=False)
+    nchw.memory_format = torch.contiguous_format
+    nchw.generator = nchw.generator.to(  # type: ignore[call-overload]
+        memory_format=torch.contiguous_format)
+    add("NCHW instead of channels_last", nchw)
+    add("bf16 autocast" + ("" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else
+                           " (no native bf16 on this CPU)"),
+        Enhancer(model, device="cpu", precision="bf16", warmup=False))
+    if compile_model:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # constant weights: lets inductor fold and fuse them
+        comp = Enhancer(model, device="cpu", warmup=False)
+        comp.generator = torch.compile(comp.generator)  # type: ignore[assignment]
+        add("torch.compile (inductor, freezing; compiled before timing)", comp)
     # grad mode: the Enhancer's forward runs under inference_mode; the same under no_grad
     nograd = Enhancer(model, device="cpu", warmup=False)
     raw_forward = inspect.unwrap(Enhancer._forward)
@@ -100,6 +116,21 @@ def enhancer_rows(model: str | None, size: int, repeats: int) -> list[dict[str, 
     return [{"setting": k, "s/frame": t, "relative to default": t / ref} for k, t in times.items()]
 
 
+def bf16_difference(model: str | None, size: int) -> dict[str, float]:
+    """How far bf16 autocast moves the output of one frame from fp32, in % of the fp32
+    output's 0.1-99.9 percentile range."""
+    from tcan_live.sr.enhancer import Enhancer
+
+    img = _frame(size)
+    outs = [Enhancer(model, device="cpu", precision=p, warmup=False).enhance(img, None).image
+            for p in ("fp32", "bf16")]
+    ref, diff = outs[0], np.abs(outs[1] - outs[0])
+    span = float(np.percentile(ref, 99.9) - np.percentile(ref, 0.1)) or 1.0
+    return {"rms %": 100 * float(np.sqrt(np.mean(diff**2))) / span,
+            "p99.9 %": 100 * float(np.percentile(diff, 99.9)) / span,
+            "max %": 100 * float(diff.max()) / span}
+
+
 def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
     """Generator only, one tile per call: PyTorch eager vs ONNX Runtime (CPU EP)."""
     try:
@@ -112,7 +143,7 @@ def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
 
     folder = resolve_model(model)
     card, g = load_generator(folder)
-    g.eval()
+    g = g.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     tiles = sample_tiles(card.tiling.tile)[:1]  # one tile per call, as the Enhancer runs on CPU
     with tempfile.TemporaryDirectory() as tmp:
         exp = export_onnx(folder, Path(tmp) / "m.onnx")
@@ -122,12 +153,13 @@ def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
 
         def run_torch() -> object:
             with torch.inference_mode():
-                return g(torch.from_numpy(tiles))
+                return g(torch.from_numpy(tiles).contiguous(memory_format=torch.channels_last))
         t = _interleaved_s({"torch": run_torch,
                             "ort": lambda: sess.run(None, {"tiles": tiles})}, repeats)
         t_torch, t_ort = t["torch"], t["ort"]
     label = f"{len(tiles)} tile of {card.tiling.tile} px"
-    return [{"setting": f"PyTorch eager, {label}", "s/call": t_torch, "relative": 1.0},
+    return [{"setting": f"PyTorch eager (channels_last), {label}", "s/call": t_torch,
+             "relative": 1.0},
             {"setting": f"ONNX Runtime CPU, {label}", "s/call": t_ort,
              "relative": t_ort / t_torch}]
 
@@ -139,16 +171,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="add a torch.compile row (slow)")
     p.add_argument("--write-docs", action="store_true")
     args = p.parse_args(argv)
-    rows = enhancer_rows(args.model, args.size, args.repeats)
+    rows = enhancer_rows(args.model, args.size, args.repeats, args.compile)
     extra = onnx_rows(args.model, args.repeats)
+    bf = bf16_difference(args.model, args.size)
     body = "\n".join([
         f"Measured with `python -m tcan_live.bench.tuning --size {args.size} --repeats "
-        f"{args.repeats}` on {machine()}. One {args.size}x{args.size} frame through "
-        "`Enhancer.enhance` (median; settings measured round-robin), one setting changed at a "
-        "time; < 1.0 is faster.",
-        "", table(rows)])
+        f"{args.repeats}{' --compile' if args.compile else ''}` on {machine()}. One "
+        f"{args.size}x{args.size} frame through `Enhancer.enhance` (median; settings measured "
+        "round-robin), one setting changed at a time; < 1.0 is faster.",
+        "", table(rows), "",
+        "bf16 against fp32 on the same frame, |difference| in % of the fp32 output's "
+        f"0.1-99.9 percentile range: RMS {bf['rms %']:.3g}%, 99.9th percentile "
+        f"{bf['p99.9 %']:.3g}%, largest {bf['max %']:.3g}%."])
     if extra:
         body += "\n\nGenerator alone (s per call; ONNX export verified against PyTorch first):"
         body += "\n\n" + table(extra)
