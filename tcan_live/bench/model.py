@@ -136,7 +136,8 @@ def stage_times(enhancer: Any, size: int, repeats: int) -> dict[str, float]:
                 read = time.perf_counter() - t0
                 res = enhancer.enhance(raw, enhancer.pixel_size_um)
                 t1 = time.perf_counter()
-                trust_check(raw.astype(np.float32), res.image, enhancer.pixel_size_um)
+                trust_check(raw.astype(np.float32), res.image, enhancer.pixel_size_um,
+                            affine=res.affine, residual=False)  # as the daemon calls it
                 t2 = time.perf_counter()
                 store.add(Frame(raw, FrameIndex(t=r), stream="s"), res.image, 0.05)
                 t3 = time.perf_counter()
