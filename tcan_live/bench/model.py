@@ -155,7 +155,7 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
           precision: str = "auto") -> tuple[list[dict[str, object]], list[dict[str, object]],
                                            dict[str, Any]]:
     from tcan_live.sr.enhancer import ALIGN, Enhancer
-    from tcan_live.sr.tiling import plan_tiles
+    from tcan_live.sr.tiling import plan_tiles, round_up
 
     enh = Enhancer(model, device=device, tile=tile, precision=precision)
     dev, fmt = enh.device, enh.memory_format
@@ -169,9 +169,9 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
 
     for c, side in ((32, 128), (64, 64), (64, 128)):  # widths where a CPU's convs run best
         peak(c, side)
-    rows, stages, plans = [], [], []
+    rows, stages, rooflines = [], [], []
     for size in sizes:
-        tiles = plan_tiles((-(-size // ALIGN) * ALIGN,) * 2, enh.tile, enh.overlap, ALIGN)
+        tiles = plan_tiles((round_up(size, ALIGN),) * 2, enh.tile, enh.overlap, ALIGN)
         hw = (tiles[0].h, tiles[0].w)
         shapes = conv_shapes(enh.generator, hw, dev)
         width, at = dominant_conv(shapes)
@@ -204,14 +204,14 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
                      "peak memory MB": mem})
         stages.append({"frame": f"{size}x{size}", **{k: round(v, 1) for k, v in
                                                       stage_times(enh, size, repeats).items()}})
-        plans.append(conv_flops / conv_s / 1e9)
+        rooflines.append(conv_flops / conv_s / 1e9)
     best = max(peaks.values())
     for r in rows:
         r["ratio to best conv peak"] = float(str(r["GFLOP/s (forward)"])) / best
     info = {"model": enh.model_id, "device": str(dev), "tile": enh.tile, "overlap": enh.overlap,
             "precision": str(enh.dtype or torch.float32).replace("torch.", ""),
             "memory_format": "channels_last" if fmt == torch.channels_last else "NCHW",
-            "peaks": peaks, "roofline": plans, "batch": enh.batch}
+            "peaks": peaks, "roofline": rooflines, "batch": enh.batch}
     return rows, stages, info
 
 

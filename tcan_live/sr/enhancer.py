@@ -22,7 +22,7 @@ from tcan_live.sr.model import load_generator
 from tcan_live.sr.network import UNET_DEPTH
 from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_affine
 from tcan_live.sr.resample import check_factor, resample, resample_to_shape
-from tcan_live.sr.tiling import Stitcher, Tile, pad_to, plan_tiles
+from tcan_live.sr.tiling import Stitcher, Tile, pad_to, plan_tiles, round_up
 
 log = logging.getLogger(__name__)
 MIN_TILE = 64
@@ -40,10 +40,6 @@ class EnhanceResult:
     affine: Affine
     timings_ms: dict[str, float] = field(default_factory=dict)
     tile: int = 0
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -67,8 +63,8 @@ class Enhancer:
         card, generator = load_generator(self.folder)
         self.card: Card = card
         self.device = pick_device(device)
-        self.tile = _round_up(int(tile or card.tiling.tile), ALIGN)
-        self.overlap = _round_up(int(card.tiling.overlap if overlap is None else overlap), ALIGN)
+        self.tile = round_up(int(tile or card.tiling.tile), ALIGN)
+        self.overlap = round_up(int(card.tiling.overlap if overlap is None else overlap), ALIGN)
         # measured on a 2-core CPU: one tile per call is fastest (cache); GPUs want batches
         self.batch = max(int(batch), 1) if batch else (8 if self.device.type == "cuda" else 1)
         self.memory_budget_px = memory_budget_px

@@ -31,7 +31,7 @@ class Tile:
         return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
 
 
-def _round_up(n: int, multiple: int) -> int:
+def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
@@ -42,7 +42,7 @@ def plan_axis(length: int, tile: int, overlap: int, align: int = 1) -> tuple[int
         return length, [0]
     overlap = min(overlap, tile // 2)
     n = max(-(-(length - overlap) // max(tile - overlap, 1)), 2)
-    side = min(_round_up(-(-(length + (n - 1) * overlap) // n), align), length)
+    side = min(round_up(-(-(length + (n - 1) * overlap) // n), align), length)
     while True:
         span = length - side
         starts = [round(i * span / (n - 1) / align) * align for i in range(n)]
