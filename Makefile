@@ -31,7 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tcan_live.bench.daemon --write-docs
 	$(BIN)/tcan-live bench --write-docs
-	$(BIN)/python -m tcan_live.bench.tuning --write-docs
+	$(BIN)/python -m tcan_live.bench.tuning --compile --write-docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output
