@@ -169,14 +169,17 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
 
     for c, side in ((32, 128), (64, 64), (64, 128)):  # widths where a CPU's convs run best
         peak(c, side)
-    rows, stages, rooflines = [], [], []
+    plans = []  # per size: tiles, their (h, w), dominant conv, conv FLOPs and ideal seconds
     for size in sizes:
         tiles = plan_tiles((round_up(size, ALIGN),) * 2, enh.tile, enh.overlap, ALIGN)
         hw = (tiles[0].h, tiles[0].w)
         shapes = conv_shapes(enh.generator, hw, dev)
         width, at = dominant_conv(shapes)
-        dom = peak(width, at)
-        conv_flops, conv_s = conv_roofline_s(shapes, dev, enh.dtype, fmt)
+        peak(width, at)
+        plans.append((tiles, hw, width, at, *conv_roofline_s(shapes, dev, enh.dtype, fmt)))
+    best = max(peaks.values())
+    rows, stages = [], []
+    for size, (tiles, hw, width, at, conv_flops, conv_s) in zip(sizes, plans, strict=True):
         flops = frame_flops(enh, size)
         useful = conv_flops * size * size / (hw[0] * hw[1])  # every pixel through once
         if dev.type == "cuda":
@@ -197,21 +200,17 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
         rows.append({"frame": f"{size}x{size}", "tiles": f"{len(tiles)} x {hw[0]}x{hw[1]}",
                      "GFLOP/frame": flops / 1e9, "executed / useful": flops / useful,
                      "s/frame": t, "frames/s": 1 / t, "GFLOP/s (forward)": gflops,
-                     "GFLOP/s (frame)": flops / t / 1e9,
-                     "dominant conv": f"{width}ch @{at}px", "ratio to dominant-conv peak":
-                     gflops / dom, "ratio to best conv peak": 0.0,
+                     "GFLOP/s (frame)": flops / t / 1e9, "dominant conv": f"{width}ch @{at}px",
+                     "ratio to dominant-conv peak": gflops / peak(width, at),
+                     "ratio to best conv peak": gflops / best,
                      "ratio to conv roofline": flops / conv_flops * conv_s / f,
                      "peak memory MB": mem})
         stages.append({"frame": f"{size}x{size}", **{k: round(v, 1) for k, v in
                                                       stage_times(enh, size, repeats).items()}})
-        rooflines.append(conv_flops / conv_s / 1e9)
-    best = max(peaks.values())
-    for r in rows:
-        r["ratio to best conv peak"] = float(str(r["GFLOP/s (forward)"])) / best
     info = {"model": enh.model_id, "device": str(dev), "tile": enh.tile, "overlap": enh.overlap,
             "precision": str(enh.dtype or torch.float32).replace("torch.", ""),
             "memory_format": "channels_last" if fmt == torch.channels_last else "NCHW",
-            "peaks": peaks, "roofline": rooflines, "batch": enh.batch}
+            "peaks": peaks, "roofline": [p[4] / p[5] / 1e9 for p in plans], "batch": enh.batch}
     return rows, stages, info
 
 

@@ -5,10 +5,9 @@
 
 Each row is the median time of ``Enhancer.enhance`` on one simulated frame with a single setting
 changed from the default (threads, largest tile side, tile batch, memory format, oneDNN, bf16,
-grad mode, and with ``--compile`` torch.compile), plus
-the generator alone in PyTorch and in ONNX Runtime on the same batch of tiles when the ``onnx``
-extra is installed. The table is what the Enhancer's defaults are chosen from; it is written into
-docs/benchmarks.md by ``--write-docs``.
+grad mode, and with ``--compile`` torch.compile), plus the generator alone in PyTorch and in ONNX
+Runtime on the same tile when the ``onnx`` extra is installed. The table is what the Enhancer's
+defaults are chosen from; it is written into docs/benchmarks.md by ``--write-docs``.
 """
 
 from __future__ import annotations
@@ -86,11 +85,8 @@ def enhancer_rows(model: str | None, size: int, repeats: int,
             add(f"tiles <= {tile} px", Enhancer(model, device="cpu", tile=tile, warmup=False))
     add("tile batch 4", Enhancer(model, device="cpu", batch=4, warmup=False))
     add("oneDNN off", base, lambda: torch.backends.mkldnn.flags(enabled=False))
-    nchw = Enhancer(model, device="cpu", warmup=False)
-    nchw.memory_format = torch.contiguous_format
-    nchw.generator = nchw.generator.to(  # type: ignore[call-overload]
-        memory_format=torch.contiguous_format)
-    add("NCHW instead of channels_last", nchw)
+    add("NCHW instead of channels_last",
+        Enhancer(model, device="cpu", channels_last=False, warmup=False))
     add("bf16 autocast" + ("" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else
                            " (no native bf16 on this CPU)"),
         Enhancer(model, device="cpu", precision="bf16", warmup=False))

@@ -58,6 +58,7 @@ class Enhancer:
         self, model: str | Path | None = None, *, device: str = "auto", tile: int | None = None,
         overlap: int | None = None, batch: int | None = None, precision: str = "auto",
         memory_budget_px: int | None = None, warmup: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         self.folder = resolve_model(model)
         card, generator = load_generator(self.folder)
@@ -70,10 +71,11 @@ class Enhancer:
         self.memory_budget_px = memory_budget_px
         self.dtype = self._autocast_dtype(precision)
         self.generator = generator.to(self.device).eval()
-        # measured on CPU (docs/benchmarks.md, tuning): NHWC saves oneDNN a layout reorder per
-        # convolution, 5-9% faster; on GPUs not measured yet, so left as it is
-        self.memory_format = (torch.channels_last if self.device.type == "cpu"
-                              else torch.contiguous_format)
+        # default: measured on CPU (docs/benchmarks.md, tuning), NHWC saves oneDNN a layout
+        # reorder per convolution, 5-9% faster; on GPUs not measured yet, so left as it is
+        if channels_last is None:
+            channels_last = self.device.type == "cpu"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.generator = self.generator.to(  # type: ignore[call-overload]
             memory_format=self.memory_format)
         if self.device.type == "cuda":
@@ -84,7 +86,7 @@ class Enhancer:
     # -- set-up --------------------------------------------------------------------------
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
         """auto: bf16 autocast on CUDA, fp32 on CPU. On a CPU, bf16 is 1.2-1.7x faster where
-        oneDNN has native bf16 (AVX512-BF16, AMX) and changes single pixels by up to a few
+        oneDNN has native bf16 (AVX512-BF16, AMX) but moves single pixels by up to several
         percent of the range (docs/benchmarks.md), so it is offered, not the default."""
         if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
             return None

@@ -49,40 +49,54 @@ def trust_check(
     y = normalize(enhanced, aff)
     blur = math.sqrt(max(confocal_fwhm_nm**2 - target_fwhm_nm**2, 1.0))
     r = ndimage.gaussian_filter(y, sigma_px(blur, pixel_size_um), mode="reflect")
-    a, b = _affine_fit(r, x)
-    diff = r * np.float32(a) + np.float32(b) - x
-    x_mean = _mean(x)
-    sd = math.sqrt(max(_dot(x, x) / x.size - x_mean**2, 0.0)) or 1.0
-    nrmse = math.sqrt(_dot(diff, diff) / diff.size) / sd
-    score = _pearson(r, x) if a > 0 else -_pearson(r, x) if a < 0 else 0.0
-    res = (ndimage.gaussian_filter(diff, sigma_px(confocal_fwhm_nm, pixel_size_um) / 2,
-                                   mode="reflect").astype(np.float32) if residual else None)
+    m = _moments(r, x)
+    a, b = m.fit()
+    # least squares leaves Sxx - Srx^2 / Srr of the input's Sxx unexplained (RMS of the
+    # difference over the input's standard deviation, squared, is that ratio)
+    sse = m.sxx - (m.srx**2 / m.srr if m.srr > 0 else 0.0)
+    nrmse = math.sqrt(max(sse, 0.0) / m.sxx) if m.sxx > 0 else 0.0
+    # the fitted a has the covariance's sign: Pearson(a * r + b, x) = |Pearson(r, x)|
+    den = math.sqrt(m.srr * m.sxx)
+    score = abs(m.srx) / den if den > 0 else 0.0
+    res = None
+    if residual:
+        diff = r * np.float32(a) + np.float32(b) - x
+        res = ndimage.gaussian_filter(diff, sigma_px(confocal_fwhm_nm, pixel_size_um) / 2,
+                                      mode="reflect").astype(np.float32)
     return TrustResult(score, nrmse, res)
 
 
-def _mean(a: np.ndarray) -> float:
-    return float(np.sum(a, dtype=np.float64)) / a.size
+@dataclass(frozen=True)
+class _Moments:
+    """Means and centred sums of squares/products of two images, one pass each, float64."""
+
+    n: int
+    mean_p: float
+    mean_t: float
+    srr: float  # sum (p - mean_p)^2
+    sxx: float  # sum (t - mean_t)^2
+    srx: float  # sum (p - mean_p)(t - mean_t)
+
+    def fit(self) -> tuple[float, float]:
+        """Least-squares a, b minimising |a * p + b - t|^2."""
+        if self.srr <= 0:
+            return 0.0, self.mean_t
+        a = self.srx / self.srr
+        return a, self.mean_t - a * self.mean_p
 
 
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """sum(a * b) accumulated in float64 (pairwise), for float32 images of millions of pixels."""
-    return float(np.sum(a * b, dtype=np.float64))
+def _moments(p: np.ndarray, t: np.ndarray) -> _Moments:
+    n = p.size
+    mp = float(np.sum(p, dtype=np.float64)) / n
+    mt = float(np.sum(t, dtype=np.float64)) / n
+
+    def dot(a: np.ndarray, b: np.ndarray) -> float:  # accumulated in float64 (pairwise)
+        return float(np.sum(a * b, dtype=np.float64))
+
+    return _Moments(n, mp, mt, max(dot(p, p) - n * mp * mp, 0.0),
+                    max(dot(t, t) - n * mt * mt, 0.0), dot(p, t) - n * mp * mt)
 
 
 def _affine_fit(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     """Least-squares a, b minimising |a * pred + b - target|^2."""
-    n = pred.size
-    pm, tm = _mean(pred), _mean(target)
-    var = _dot(pred, pred) - n * pm * pm
-    if var <= 0:
-        return 0.0, tm
-    a = (_dot(pred, target) - n * pm * tm) / var
-    return a, tm - a * pm
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    n = a.size
-    am, bm = _mean(a), _mean(b)
-    cov = _dot(a, b) - n * am * bm
-    den = math.sqrt(max(_dot(a, a) - n * am * am, 0.0) * max(_dot(b, b) - n * bm * bm, 0.0))
-    return cov / den if den > 0 else 0.0
+    return _moments(pred, target).fit()
