@@ -34,9 +34,12 @@ def test_model_bench_reports_flops_times_and_ratios(tiny_model: Path) -> None:
     assert [r["frame"] for r in rows] == ["128x128", "200x200"]
     for r in rows:
         for key in ("GFLOP/frame", "s/frame", "GFLOP/s (forward)", "ratio to best conv peak",
-                    "ratio to dominant-conv peak", "ratio to conv roofline", "executed / useful"):
+                    "ratio to dominant-conv peak", "ratio to conv roofline", "executed / useful",
+                    "ceiling: convs + FFTs", "ceiling: convs + spectra"):
             v = float(r[key])  # type: ignore[arg-type]
             assert math.isfinite(v) and v > 0, (key, v)
+        fft, spectra = (float(v) for v in str(r["FFT / spectra ms/tile"]).split(" / "))
+        assert fft > 0 and spectra > 0
     assert float(rows[1]["GFLOP/frame"]) > float(rows[0]["GFLOP/frame"])  # type: ignore[arg-type]
     assert {"read", "forward", "stitch", "write", "encode+publish"} <= set(stages[0])
     assert all(g > 0 for g in info["roofline"]) and len(info["peaks"]) >= 4
@@ -51,6 +54,19 @@ def test_model_bench_reports_flops_times_and_ratios(tiny_model: Path) -> None:
         ratio = len(plan) * plan[0].h * plan[0].w / size**2
         assert float(r["executed / useful"]) == pytest.approx(ratio, rel=0.02)  # type: ignore[arg-type]
         assert str(r["dominant conv"]).endswith(f"@{plan[0].h}px")
+
+
+def test_flops_are_counted_the_same_through_the_fused_path(tiny_model: Path) -> None:
+    """The FLOP counter does not know oneDNN's fused op: the bench counts through the modules,
+    so the fused Enhancer reports the unfused one's FLOPs and keeps its fused forward."""
+    from tcan_live.bench.model import frame_flops
+    from tcan_live.sr.enhancer import Enhancer
+
+    fused = Enhancer(str(tiny_model), device="cpu", warmup=False)
+    plain = Enhancer(str(tiny_model), device="cpu", fused=False, warmup=False)
+    module = fused.forward_module
+    assert frame_flops(fused, 200) == frame_flops(plain, 200) > 0
+    assert fused.forward_module is module
 
 
 def test_dominant_conv_is_the_one_with_most_flops() -> None:
@@ -72,7 +88,8 @@ def test_tuning_compares_settings_against_the_default(tiny_model: Path) -> None:
     rows = enhancer_rows(str(tiny_model), 256, 1)
     assert str(rows[0]["setting"]).startswith("default") and rows[0]["relative to default"] == 1
     names = [str(r["setting"]) for r in rows]
-    assert {"oneDNN off", "NCHW instead of channels_last", "tile batch 4"} <= set(names)
+    assert {"oneDNN off (unfused)", "NCHW instead of channels_last", "tile batch 4"} <= set(names)
+    assert any(n.startswith("unfused forward") for n in names)
     assert any(n.startswith("bf16 autocast") for n in names)
     assert all(float(r["s/frame"]) > 0 for r in rows)  # type: ignore[arg-type]
     pytest.importorskip("onnxruntime")

@@ -19,31 +19,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _fastest_s(fn: Any, device: torch.device, seconds: float, bursts: int = 3) -> float:
+    """Seconds per call of ``fn()``: after a warm-up call, ``bursts`` bursts of ``seconds /
+    bursts``; the fastest counts, so that a stall of this shared machine cannot lower a peak
+    (which would flatter every ratio to it)."""
+    best = float("inf")
+    fn()
+    for _ in range(bursts):
+        _sync(device)
+        n, t0 = 0, time.perf_counter()
+        while n == 0 or time.perf_counter() - t0 < seconds / bursts:
+            fn()
+            n += 1
+        _sync(device)
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
 def conv_time_s(c_in: int, c_out: int, k: int, shape: tuple[int, int, int], device: torch.device,
                 dtype: torch.dtype | None, seconds: float,
                 memory_format: torch.memory_format = torch.contiguous_format,
                 bursts: int = 3) -> tuple[float, float]:
-    """(FLOPs, seconds) of one call of a k x k convolution on an (N, c_in, H, W) input.
-
-    Timed in ``bursts`` bursts of ``seconds / bursts`` after a warm-up call; the fastest burst
-    counts, so that a stall of this shared machine cannot lower a peak (which would flatter
-    every ratio to it)."""
+    """(FLOPs, seconds) of one call of a k x k convolution on an (N, c_in, H, W) input, timed
+    by :func:`_fastest_s`."""
     n_batch, h, w = shape
     conv = torch.nn.Conv2d(c_in, c_out, k, padding=k // 2).to(device).eval()
     conv = conv.to(memory_format=memory_format)  # type: ignore[call-overload]
     x = torch.randn(n_batch, c_in, h, w, device=device).contiguous(memory_format=memory_format)
-    best = float("inf")
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
                                                 enabled=dtype is not None):
-        conv(x)
-        for _ in range(bursts):
-            _sync(device)
-            n, t0 = 0, time.perf_counter()
-            while n == 0 or time.perf_counter() - t0 < seconds / bursts:
-                conv(x)
-                n += 1
-            _sync(device)
-            best = min(best, (time.perf_counter() - t0) / n)
+        best = _fastest_s(lambda: conv(x), device, seconds, bursts)
     return float(2 * k * k * c_in * c_out * h * w * n_batch), best
 
 
@@ -105,11 +110,36 @@ def conv_roofline_s(shapes: dict[tuple[int, int, int, int, int], int], device: t
 
 
 def frame_flops(enhancer: Any, size: int) -> float:
+    """FLOPs of one frame, counted through the generator's modules: the counter knows aten's
+    convolutions, not oneDNN's fused op that the fused path calls for the same arithmetic."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        enhancer.enhance(np.zeros((size, size), np.float32), enhancer.pixel_size_um)
+    fast, enhancer.forward_module = enhancer.forward_module, enhancer.generator
+    try:
+        with FlopCounterMode(display=False) as counter:
+            enhancer.enhance(np.zeros((size, size), np.float32), enhancer.pixel_size_um)
+    finally:
+        enhancer.forward_module = fast
     return float(counter.get_total_flops())
+
+
+def spectra_s(enhancer: Any, side: tuple[int, int], seconds: float = 0.4) -> tuple[float, float]:
+    """(FFTs alone, whole spectra) in seconds per tile for the Fourier attention: the work the
+    FLOP counter does not see. Timed on their own at the tile's shape, the spectra with the
+    function the Enhancer's path uses (FFT, magnitude, power, layout)."""
+    from tcan_live.sr.fused import shifted_magnitude_pow_cl
+    from tcan_live.sr.network import FourierChannelAttention, _shifted_magnitude_pow
+
+    atts = [m for m in enhancer.generator.modules() if isinstance(m, FourierChannelAttention)]
+    if not atts:
+        return 0.0, 0.0
+    fn = shifted_magnitude_pow_cl if enhancer.fused else _shifted_magnitude_pow
+    y = torch.randn(1, atts[0].spectral.in_channels, *side, device=enhancer.device)
+    y = y.contiguous(memory_format=enhancer.memory_format)
+    with torch.inference_mode():
+        fft = _fastest_s(lambda: torch.fft.rfft2(y, norm="ortho"), enhancer.device, seconds)
+        whole = _fastest_s(lambda: fn(y, atts[0].gamma), enhancer.device, seconds)
+    return fft * len(atts), whole * len(atts)
 
 
 def stage_times(enhancer: Any, size: int, repeats: int) -> dict[str, float]:
@@ -176,10 +206,12 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
         shapes = conv_shapes(enh.generator, hw, dev)
         width, at = dominant_conv(shapes)
         peak(width, at)
-        plans.append((tiles, hw, width, at, *conv_roofline_s(shapes, dev, enh.dtype, fmt)))
+        plans.append((tiles, hw, width, at, *conv_roofline_s(shapes, dev, enh.dtype, fmt),
+                      spectra_s(enh, hw)))
     best = max(peaks.values())
     rows, stages = [], []
-    for size, (tiles, hw, width, at, conv_flops, conv_s) in zip(sizes, plans, strict=True):
+    for size, (tiles, hw, width, at, conv_flops, conv_s, spec_s) in zip(sizes, plans,
+                                                                        strict=True):
         flops = frame_flops(enh, size)
         useful = conv_flops * size * size / (hw[0] * hw[1])  # every pixel through once
         if dev.type == "cuda":
@@ -204,13 +236,19 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
                      "ratio to dominant-conv peak": gflops / peak(width, at),
                      "ratio to best conv peak": gflops / best,
                      "ratio to conv roofline": flops / conv_flops * conv_s / f,
+                     "FFT / spectra ms/tile": f"{1000 * spec_s[0]:.3g} / {1000 * spec_s[1]:.3g}",
+                     "ceiling: convs + FFTs": conv_flops / (conv_s + spec_s[0]) / 1e9
+                     / peak(width, at),
+                     "ceiling: convs + spectra": conv_flops / (conv_s + spec_s[1]) / 1e9
+                     / peak(width, at),
                      "peak memory MB": mem})
         stages.append({"frame": f"{size}x{size}", **{k: round(v, 1) for k, v in
                                                       stage_times(enh, size, repeats).items()}})
     info = {"model": enh.model_id, "device": str(dev), "tile": enh.tile, "overlap": enh.overlap,
             "precision": str(enh.dtype or torch.float32).replace("torch.", ""),
             "memory_format": "channels_last" if fmt == torch.channels_last else "NCHW",
-            "peaks": peaks, "roofline": [p[4] / p[5] / 1e9 for p in plans], "batch": enh.batch}
+            "peaks": peaks, "roofline": [p[4] / p[5] / 1e9 for p in plans], "batch": enh.batch,
+            "fused": enh.fused}
     return rows, stages, info
 
 
@@ -231,7 +269,7 @@ def bench_from_cli(args: argparse.Namespace) -> int:
         f"{machine()}.",
         f"Model {info['model']} on {info['device']}, tiles up to {info['tile']} px (overlap "
         f"{info['overlap']}), batch {info['batch']}, {info['precision']}, "
-        f"{info['memory_format']}.",
+        f"{info['memory_format']}, {'fused' if info['fused'] else 'unfused'} forward.",
         "",
         f"Measured 3x3-convolution peaks in the same run (GFLOP/s; best of batch 1 and 4, NCHW "
         f"and channels_last, fastest of 3 bursts; {info['precision']}): {peaks}. The 'dominant "
@@ -244,7 +282,13 @@ def bench_from_cli(args: argparse.Namespace) -> int:
         "convolutions costs time). FLOPs from torch's FlopCounterMode (convolutions and "
         "matmuls; FFT, activations and pooling not counted), as executed, tile overlaps "
         "included; 'executed / useful' is that over the FLOPs of every pixel through the "
-        "network once.",
+        "network once. 'FFT / spectra ms/tile': the Fourier attention's real FFTs of one tile, "
+        "and its whole spectra (FFT, magnitude, power, layout) as the Enhancer computes them, "
+        "each timed on its own: work the FLOP counter does not count. 'ceiling: convs + FFTs' "
+        "= the ratio to the dominant-conv peak if every convolution ran at its roofline speed, "
+        "the FFTs cost what they cost alone and every other operation were free: no "
+        "implementation of this model that uses this PyTorch's FFT can pass it on this "
+        "machine; 'ceiling: convs + spectra' is the same with the spectra as computed here.",
         "", table(rows), "", "Stage breakdown (median ms per frame):", "", table(stages)])
     section = f"bench-{info['device'].split(':')[0]}"
     if info["precision"] != "float32":

@@ -84,7 +84,10 @@ def enhancer_rows(model: str | None, size: int, repeats: int,
         if tile != base.tile and tile <= size:
             add(f"tiles <= {tile} px", Enhancer(model, device="cpu", tile=tile, warmup=False))
     add("tile batch 4", Enhancer(model, device="cpu", batch=4, warmup=False))
-    add("oneDNN off", base, lambda: torch.backends.mkldnn.flags(enabled=False))
+    add("unfused forward (the modules' own: one pass per op)",
+        Enhancer(model, device="cpu", fused=False, warmup=False))
+    add("oneDNN off (unfused)", Enhancer(model, device="cpu", fused=False, warmup=False),
+        lambda: torch.backends.mkldnn.flags(enabled=False))
     add("NCHW instead of channels_last",
         Enhancer(model, device="cpu", channels_last=False, warmup=False))
     add("bf16 autocast" + ("" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else
@@ -94,8 +97,8 @@ def enhancer_rows(model: str | None, size: int, repeats: int,
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # constant weights: lets inductor fold and fuse them
-        comp = Enhancer(model, device="cpu", warmup=False)
-        comp.generator = torch.compile(comp.generator)  # type: ignore[assignment]
+        comp = Enhancer(model, device="cpu", fused=False, warmup=False)
+        comp.forward_module = torch.compile(comp.generator)  # type: ignore[assignment]
         add("torch.compile (inductor, freezing; compiled before timing)", comp)
     # grad mode: the Enhancer's forward runs under inference_mode; the same under no_grad
     nograd = Enhancer(model, device="cpu", warmup=False)

@@ -18,6 +18,7 @@ import torch
 
 from tcan_live.errors import UnsupportedInputError
 from tcan_live.sr.card import Card, resolve_model
+from tcan_live.sr.fused import FusedCPUGenerator, fused_available
 from tcan_live.sr.model import load_generator
 from tcan_live.sr.network import UNET_DEPTH
 from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_affine
@@ -58,7 +59,7 @@ class Enhancer:
         self, model: str | Path | None = None, *, device: str = "auto", tile: int | None = None,
         overlap: int | None = None, batch: int | None = None, precision: str = "auto",
         memory_budget_px: int | None = None, warmup: bool = True,
-        channels_last: bool | None = None,
+        channels_last: bool | None = None, fused: bool | None = None,
     ) -> None:
         self.folder = resolve_model(model)
         card, generator = load_generator(self.folder)
@@ -78,6 +79,16 @@ class Enhancer:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.generator = self.generator.to(  # type: ignore[call-overload]
             memory_format=self.memory_format)
+        # default: fused CPU forward (conv + activation in one oneDNN call, fewer passes;
+        # docs/benchmarks.md) where it applies: CPU, float32, channels_last, op available
+        applies = (self.device.type == "cpu" and self.dtype is None and channels_last
+                   and fused_available())
+        if fused and not applies:
+            raise ValueError("the fused forward needs a CPU, fp32, channels_last and a "
+                             "PyTorch with oneDNN's fused convolution")
+        self.fused = applies if fused is None else bool(fused)
+        self.forward_module: torch.nn.Module = (
+            FusedCPUGenerator(self.generator) if self.fused else self.generator)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles have few fixed shapes
         if warmup:
@@ -208,7 +219,7 @@ class Enhancer:
         try:
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
                                 enabled=self.dtype is not None):
-                y = self.generator(t)
+                y = self.forward_module(t)
         except torch.OutOfMemoryError as err:
             raise _OutOfMemory(str(err)) from err
         return y[:, 0].float().cpu().numpy()
