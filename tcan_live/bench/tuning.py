@@ -80,7 +80,7 @@ def enhancer_rows(model: str | None, size: int, repeats: int,
         "fp32, oneDNN on)", base)
     if n > 1:
         add("1 thread", base, lambda: _threads(1))
-    for tile in (128, 256, 512):
+    for tile in (128, 256, 384, 512):
         if tile != base.tile and tile <= size:
             add(f"tiles <= {tile} px", Enhancer(model, device="cpu", tile=tile, warmup=False))
     add("tile batch 4", Enhancer(model, device="cpu", batch=4, warmup=False))

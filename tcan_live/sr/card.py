@@ -59,7 +59,9 @@ class Normalization(_Strict):
 
 
 class Tiling(_Strict):
-    tile: int = Field(256, ge=32)
+    # largest tile side: 512 measured fastest with the fused CPU forward at 512, 1024 and 2048
+    # px frames (docs/benchmarks.md); the plan uses fewer, balanced tiles where it can
+    tile: int = Field(512, ge=32)
     overlap: int = Field(48, ge=0)
 
 
