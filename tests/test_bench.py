@@ -81,7 +81,11 @@ def test_dominant_conv_is_the_one_with_most_flops() -> None:
 
 @pytest.mark.slow
 def test_tuning_compares_settings_against_the_default(tiny_model: Path) -> None:
-    from tcan_live.bench.tuning import bf16_difference, enhancer_rows, onnx_rows
+    from tcan_live.bench.tuning import allocator_rows, bf16_difference, enhancer_rows, onnx_rows
+
+    alloc = allocator_rows(str(tiny_model), 128, 1)  # fresh processes, tuning on / off
+    assert [str(r["setting"]).split(" ")[0] for r in alloc] == ["default,", "glibc"]
+    assert all(float(r["s/frame"]) > 0 for r in alloc)  # type: ignore[arg-type]
 
     d = bf16_difference(str(tiny_model), 128)
     assert 0 < d["rms %"] <= d["p99.9 %"] <= d["max %"] < 100

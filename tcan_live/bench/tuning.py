@@ -4,9 +4,10 @@
 [--write-docs]``
 
 Each row is the median time of ``Enhancer.enhance`` on one simulated frame with a single setting
-changed from the default (threads, largest tile side, tile batch, memory format, oneDNN, bf16,
-grad mode, and with ``--compile`` torch.compile), plus the generator alone in PyTorch and in ONNX
-Runtime on the same tile when the ``onnx`` extra is installed. The table is what the Enhancer's
+changed from the default (threads, largest tile side, tile batch, fused forward, memory format,
+oneDNN, bf16, grad mode, and with ``--compile`` torch.compile); then the glibc malloc tuning in
+fresh processes (Linux), and the generator alone in PyTorch and in ONNX Runtime on the same
+tile when the ``onnx`` extra is installed. The table is what the Enhancer's
 defaults are chosen from; it is written into docs/benchmarks.md by ``--write-docs``.
 """
 
@@ -15,6 +16,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -115,6 +120,42 @@ def enhancer_rows(model: str | None, size: int, repeats: int,
     return [{"setting": k, "s/frame": t, "relative to default": t / ref} for k, t in times.items()]
 
 
+def default_times_s(model: str | None, size: int, repeats: int) -> list[float]:
+    """Seconds per frame of the default Enhancer, ``repeats`` frames after a warm-up."""
+    from tcan_live.sr.enhancer import Enhancer
+
+    img = _frame(size)
+    enh = Enhancer(model, device="cpu")
+    enh.enhance(img)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        enh.enhance(img)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def allocator_rows(model: str | None, size: int, repeats: int) -> list[dict[str, object]]:
+    """The default in fresh processes with and without the glibc malloc tuning (sr/hostmem.py;
+    process-wide, so it cannot be switched inside one process): two processes each,
+    alternating, the median over all their frames."""
+    from tcan_live.sr.hostmem import ENV
+
+    cmd = [sys.executable, "-m", "tcan_live.bench.tuning", "--default-only", "--size",
+           str(size), "--repeats", str(repeats)] + (["--model", model] if model else [])
+    times: dict[str, list[float]] = {"1": [], "0": []}
+    for _ in range(2):
+        for tuning in times:
+            out = subprocess.run(cmd, env={**os.environ, ENV: tuning}, capture_output=True,
+                                 text=True, check=True).stdout
+            times[tuning] += json.loads(out.strip().splitlines()[-1])
+    on, off = (float(np.median(times[k])) for k in ("1", "0"))
+    return [{"setting": "default, fresh process (malloc tuning on)", "s/frame": on,
+             "relative": 1.0},
+            {"setting": f"glibc malloc defaults ({ENV}=0), fresh process", "s/frame": off,
+             "relative": off / on}]
+
+
 def bf16_difference(model: str | None, size: int) -> dict[str, float]:
     """How far bf16 autocast moves the output of one frame from fp32, in % of the fp32
     output's 0.1-99.9 percentile range."""
@@ -172,8 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="add a torch.compile row (slow)")
     p.add_argument("--write-docs", action="store_true")
+    p.add_argument("--default-only", action="store_true",
+                   help="print the default's seconds per frame as JSON (used for the "
+                        "allocator rows, which need fresh processes)")
     args = p.parse_args(argv)
+    if args.default_only:
+        print(json.dumps(default_times_s(args.model, args.size, args.repeats)))
+        return 0
     rows = enhancer_rows(args.model, args.size, args.repeats, args.compile)
+    alloc = allocator_rows(args.model, args.size, args.repeats) if sys.platform == "linux" else []
     extra = onnx_rows(args.model, args.repeats)
     bf = bf16_difference(args.model, args.size)
     body = "\n".join([
@@ -185,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         "bf16 against fp32 on the same frame, |difference| in % of the fp32 output's "
         f"0.1-99.9 percentile range: RMS {bf['rms %']:.3g}%, 99.9th percentile "
         f"{bf['p99.9 %']:.3g}%, largest {bf['max %']:.3g}%."])
+    if alloc:
+        body += ("\n\nThe glibc malloc tuning (process-wide, measured in fresh processes, "
+                 "alternating):\n\n" + table(alloc))
     if extra:
         body += "\n\nGenerator alone (s per call; ONNX export verified against PyTorch first):"
         body += "\n\n" + table(extra)

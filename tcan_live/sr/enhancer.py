@@ -19,6 +19,7 @@ import torch
 from tcan_live.errors import UnsupportedInputError
 from tcan_live.sr.card import Card, resolve_model
 from tcan_live.sr.fused import FusedCPUGenerator, fused_available
+from tcan_live.sr.hostmem import retain_freed_memory
 from tcan_live.sr.model import load_generator
 from tcan_live.sr.network import UNET_DEPTH
 from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_affine
@@ -61,6 +62,7 @@ class Enhancer:
         memory_budget_px: int | None = None, warmup: bool = True,
         channels_last: bool | None = None, fused: bool | None = None,
     ) -> None:
+        retain_freed_memory()  # activations reuse heap memory, tile after tile (see hostmem)
         self.folder = resolve_model(model)
         card, generator = load_generator(self.folder)
         self.card: Card = card
