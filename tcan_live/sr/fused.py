@@ -102,7 +102,7 @@ def _attention(att: FourierChannelAttention, y: torch.Tensor) -> torch.Tensor:
 
 def _fcab(block: FCAB, y: torch.Tensor, *, in_place: bool) -> torch.Tensor:
     """y + y_o * attention(y_o); written into ``y`` itself when the caller no longer needs it
-    (no new 5 MB buffer per block)."""
+    (no new activation-sized buffer per block)."""
     conv1, _, conv2, _ = block.body
     y_o = _gelu(conv2, _gelu(conv1, y))
     a = _attention(block.attention, y_o)
