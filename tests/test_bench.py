@@ -92,7 +92,8 @@ def test_tuning_compares_settings_against_the_default(tiny_model: Path) -> None:
     rows = enhancer_rows(str(tiny_model), 256, 1)
     assert str(rows[0]["setting"]).startswith("default") and rows[0]["relative to default"] == 1
     names = [str(r["setting"]) for r in rows]
-    assert {"oneDNN off (unfused)", "NCHW instead of channels_last", "tile batch 4"} <= set(names)
+    assert {"oneDNN off (unfused)", "NCHW instead of channels_last (unfused)",
+            "tile batch 4"} <= set(names)
     assert any(n.startswith("unfused forward") for n in names)
     assert any(n.startswith("bf16 autocast") for n in names)
     assert all(float(r["s/frame"]) > 0 for r in rows)  # type: ignore[arg-type]

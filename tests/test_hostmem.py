@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-    reason="the tuning applies to glibc on Linux only")
+from tcan_live.sr.hostmem import supported
+
+pytestmark = pytest.mark.skipif(not supported(), reason="the tuning applies to glibc on Linux only")
 
 PROBE = """
 import os

@@ -125,20 +125,18 @@ def frame_flops(enhancer: Any, size: int) -> float:
 
 def spectra_s(enhancer: Any, side: tuple[int, int], seconds: float = 0.4) -> tuple[float, float]:
     """(FFTs alone, whole spectra) in seconds per tile for the Fourier attention: the work the
-    FLOP counter does not see. Timed on their own at the tile's shape, the spectra with the
-    function the Enhancer's path uses (FFT, magnitude, power, layout)."""
-    from tcan_live.sr.fused import shifted_magnitude_pow_cl
-    from tcan_live.sr.network import FourierChannelAttention, _shifted_magnitude_pow
+    FLOP counter does not see. Timed on their own at the tile's shape and memory format, the
+    spectra as the attention computes them under inference (FFT, magnitude, power, layout)."""
+    from tcan_live.sr.network import FourierChannelAttention
 
     atts = [m for m in enhancer.generator.modules() if isinstance(m, FourierChannelAttention)]
     if not atts:
         return 0.0, 0.0
-    fn = shifted_magnitude_pow_cl if enhancer.fused else _shifted_magnitude_pow
     y = torch.randn(1, atts[0].spectral.in_channels, *side, device=enhancer.device)
     y = y.contiguous(memory_format=enhancer.memory_format)
     with torch.inference_mode():
         fft = _fastest_s(lambda: torch.fft.rfft2(y, norm="ortho"), enhancer.device, seconds)
-        whole = _fastest_s(lambda: fn(y, atts[0].gamma), enhancer.device, seconds)
+        whole = _fastest_s(lambda: atts[0]._spectrum(y), enhancer.device, seconds)
     return fft * len(atts), whole * len(atts)
 
 

@@ -89,11 +89,10 @@ def enhancer_rows(model: str | None, size: int, repeats: int,
         if tile != base.tile and tile <= size:
             add(f"tiles <= {tile} px", Enhancer(model, device="cpu", tile=tile, warmup=False))
     add("tile batch 4", Enhancer(model, device="cpu", batch=4, warmup=False))
-    add("unfused forward (the modules' own: one pass per op)",
-        Enhancer(model, device="cpu", fused=False, warmup=False))
-    add("oneDNN off (unfused)", Enhancer(model, device="cpu", fused=False, warmup=False),
-        lambda: torch.backends.mkldnn.flags(enabled=False))
-    add("NCHW instead of channels_last",
+    unfused = Enhancer(model, device="cpu", fused=False, warmup=False)
+    add("unfused forward (the modules' own: one pass per op)", unfused)
+    add("oneDNN off (unfused)", unfused, lambda: torch.backends.mkldnn.flags(enabled=False))
+    add("NCHW instead of channels_last (unfused)",
         Enhancer(model, device="cpu", channels_last=False, warmup=False))
     add("bf16 autocast" + ("" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else
                            " (no native bf16 on this CPU)"),
@@ -206,6 +205,7 @@ def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     from tcan_live.bench.report import emit, machine, table
+    from tcan_live.sr.hostmem import supported
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--model", default=None)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(default_times_s(args.model, args.size, args.repeats)))
         return 0
     rows = enhancer_rows(args.model, args.size, args.repeats, args.compile)
-    alloc = allocator_rows(args.model, args.size, args.repeats) if sys.platform == "linux" else []
+    alloc = allocator_rows(args.model, args.size, args.repeats) if supported() else []
     extra = onnx_rows(args.model, args.repeats)
     bf = bf16_difference(args.model, args.size)
     body = "\n".join([

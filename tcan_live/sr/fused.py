@@ -7,9 +7,9 @@ same parameters with:
 
 - convolution + LeakyReLU / GELU / ReLU in one oneDNN primitive (a post-op:
   ``torch.ops.mkldnn._convolution_pointwise``, the op inductor's CPU freezing pass emits);
-- the Fourier attention's spectrum written straight into a channels_last buffer (the layout its
-  convolution reads; the eager path built an NCHW tensor that the convolution copied again),
-  ``y + y_o * a`` as one ``addcmul``, squeeze/excite on the pooled vector as matrix products;
+- the Fourier attention's spectrum from the network's own function (under inference it is
+  written straight into the channels_last layout its convolution reads), ``y + y_o * a`` as one
+  ``addcmul``, squeeze/excite on the pooled vector as matrix products;
 - the U-net's skip and nearest-x2 upsampling written into one buffer (no interpolate + cat),
   the down blocks' zero-padded residual added in place.
 
@@ -37,7 +37,6 @@ from tcan_live.sr.network import (
     ResidualGroup,
     UNetBranch,
     UpBlock,
-    _checkerboard,
     _pad_to_multiple,
 )
 
@@ -73,28 +72,8 @@ def _blocks(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def shifted_magnitude_pow_cl(y: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``network._shifted_magnitude_pow`` for even sizes, written into a channels_last tensor.
-
-    Left half (columns 0 .. w/2) from the real FFT; column c > w/2 of row r is the magnitude
-    at (-r mod h, w - c): row 0 mirrored along W, rows 1.. mirrored along both axes."""
-    n, c, h, w = y.shape
-    half = torch.fft.rfft2(y * _checkerboard(h, w, y), norm="ortho")
-    out = torch.empty((n, c, h, w), dtype=half.real.dtype, device=y.device,
-                      memory_format=torch.channels_last)
-    left = out[..., : w // 2 + 1]
-    torch.mul(half.real, half.real, out=left)
-    left.addcmul_(half.imag, half.imag).sqrt_().add_(1e-8).pow_(gamma)
-    out[..., 0, w // 2 + 1 :] = left[..., 0, 1 : w // 2].flip(-1)
-    out[..., 1:, w // 2 + 1 :] = left[..., 1:, 1 : w // 2].flip(-2, -1)
-    return out
-
-
 def _attention(att: FourierChannelAttention, y: torch.Tensor) -> torch.Tensor:
-    h, w = y.shape[-2:]
-    if h % 2 or w % 2:  # never from the generator (padded to a multiple of 16)
-        return cast(torch.Tensor, att(y))
-    a = _conv_act(att.spectral, shifted_magnitude_pow_cl(y, att.gamma), "relu").mean((2, 3))
+    a = _conv_act(att.spectral, att._spectrum(y), "relu").mean((2, 3))
     a = F.relu(F.linear(a, att.squeeze.weight.flatten(1), att.squeeze.bias))
     a = torch.sigmoid(F.linear(a, att.excite.weight.flatten(1), att.excite.bias))
     return a[:, :, None, None]

@@ -38,11 +38,16 @@ def retain_freed_memory() -> bool:
     return _state["applied"]
 
 
+def supported() -> bool:
+    """True where the tuning applies: glibc on Linux."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def _apply() -> bool:
     if os.environ.get(ENV, "1").strip() == "0":
         log.debug("malloc tuning off (%s=0)", ENV)
         return False
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if not supported():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -159,8 +159,11 @@ def _shifted_magnitude_pow(y: torch.Tensor, gamma: float) -> torch.Tensor:
     - the input is real, so the spectrum is conjugate-symmetric, |Z(k)| = |Z(-k)|: a real FFT
       gives the left half plus one column, and the right half is the mirrored magnitude;
     - abs and the fractional power (the costly part) run on that half only.
-    Odd sizes (never produced by the network, which pads to a multiple of 16) take the
-    plain path.
+    Column c > w/2 of row r holds |Z(r, c)| = |Z(-r mod h, w - c)|: row 0 mirrored along W,
+    rows 1.. mirrored along both axes. Under inference the magnitude is computed in place,
+    straight into an output in ``y``'s memory format (channels_last in, channels_last out: the
+    layout the attention's convolution reads, no copy). Odd sizes (never produced by the
+    network, which pads to a multiple of 16) take the plain path.
     """
     h, w = y.shape[-2], y.shape[-1]
     if h % 2 or w % 2:
@@ -169,11 +172,18 @@ def _shifted_magnitude_pow(y: torch.Tensor, gamma: float) -> torch.Tensor:
     half = torch.fft.rfft2(y * _checkerboard(h, w, y), norm="ortho")  # columns 0 .. w/2
     if torch.is_grad_enabled():  # complex abs: its gradient is defined (0) at a zero spectrum
         mag = (half.abs() + 1e-8).pow(gamma)
-    else:  # inference: the same numbers in place, 2.5x faster than complex abs on a CPU
-        mag = (half.real.square() + half.imag.square()).sqrt_().add_(1e-8).pow_(gamma)
-    # column c > w/2 holds |Z(r, c)| = |Z(-r mod h, w - c)|
-    rest = torch.roll(mag[..., 1 : w // 2].flip(-2, -1), 1, dims=-2)
-    return torch.cat([mag, rest], dim=-1)
+        rest = torch.roll(mag[..., 1 : w // 2].flip(-2, -1), 1, dims=-2)
+        return torch.cat([mag, rest], dim=-1)
+    # inference: 2.5x faster than complex abs on a CPU, and no layout copy afterwards
+    nhwc = y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    out = torch.empty(y.shape, dtype=half.real.dtype, device=y.device, memory_format=fmt)
+    left = out[..., : w // 2 + 1]
+    torch.mul(half.real, half.real, out=left)
+    left.addcmul_(half.imag, half.imag).sqrt_().add_(1e-8).pow_(gamma)
+    out[..., 0, w // 2 + 1 :] = left[..., 0, 1 : w // 2].flip(-1)
+    out[..., 1:, w // 2 + 1 :] = left[..., 1:, 1 : w // 2].flip(-2, -1)
+    return out
 
 
 class FourierChannelAttention(nn.Module):
