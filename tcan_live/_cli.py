@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the model and pipeline stages on this machine")
     p.add_argument("--model", default=None)
+    p.add_argument("--preset", default=None,
+                   help="time a random-weight model of this architecture instead (tcan: the "
+                        "paper's widths)")
     p.add_argument("--sizes", default="512,1024,2048", help="frame sizes in px")
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=2)

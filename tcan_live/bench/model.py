@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tcan_live.errors import ConfigError
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -53,14 +55,14 @@ def conv_time_s(c_in: int, c_out: int, k: int, shape: tuple[int, int, int], devi
 
 
 def conv_peak_gflops(channels: int, size: int, device: torch.device, dtype: torch.dtype | None,
-                     seconds: float = 1.5) -> float:
-    """Measured GFLOP/s of a C->C 3x3 convolution on a (size x size) input: the best of batch 1
-    and batch 4, NCHW and channels_last."""
+                     seconds: float = 1.5, batches: tuple[int, ...] = (1, 4)) -> float:
+    """Measured GFLOP/s of a C->C 3x3 convolution on a (size x size) input: the best of the
+    ``batches`` (batch 1 and 4, and the Enhancer's tile batch), NCHW and channels_last."""
     best = 0.0
-    for batch in (1, 4):
+    for batch in batches:
         for fmt in (torch.contiguous_format, torch.channels_last):
             flops, per = conv_time_s(channels, channels, 3, (batch, size, size), device, dtype,
-                                     seconds / 4, fmt)
+                                     seconds / (2 * len(batches)), fmt)
             best = max(best, flops / per / 1e9)
     return best
 
@@ -115,11 +117,12 @@ def frame_flops(enhancer: Any, size: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     fast, enhancer.forward_module = enhancer.forward_module, enhancer.generator
+    graphed, enhancer.graphed = enhancer.graphed, None  # a graph's replay is invisible to it
     try:
         with FlopCounterMode(display=False) as counter:
             enhancer.enhance(np.zeros((size, size), np.float32), enhancer.pixel_size_um)
     finally:
-        enhancer.forward_module = fast
+        enhancer.forward_module, enhancer.graphed = fast, graphed
     return float(counter.get_total_flops())
 
 
@@ -179,20 +182,37 @@ def stage_times(enhancer: Any, size: int, repeats: int) -> dict[str, float]:
     return {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
 
 
+def random_model(preset: str, folder: Path) -> Path:
+    """A model folder with random (seeded) weights of a preset's architecture and the default
+    card otherwise: to time widths no trained model ships with (``--preset tcan``, the paper's).
+    """
+    from tcan_live.sr.card import PRESETS
+    from tcan_live.sr.model import build_generator, save_model
+
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset {preset!r} unknown; choose one of {sorted(PRESETS)}")
+    torch.manual_seed(0)
+    save_model(folder, build_generator(PRESETS[preset]), id=f"{preset}-random",
+               architecture=PRESETS[preset],
+               description=f"random weights, {preset} widths, for benchmarks only")
+    return folder
+
+
 def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: int | None,
-          precision: str = "auto") -> tuple[list[dict[str, object]], list[dict[str, object]],
-                                           dict[str, Any]]:
+          precision: str = "auto", **enhancer_options: Any,
+          ) -> tuple[list[dict[str, object]], list[dict[str, object]], dict[str, Any]]:
     from tcan_live.sr.enhancer import ALIGN, Enhancer
     from tcan_live.sr.tiling import plan_tiles, round_up
 
-    enh = Enhancer(model, device=device, tile=tile, precision=precision)
+    enh = Enhancer(model, device=device, tile=tile, precision=precision, **enhancer_options)
     dev, fmt = enh.device, enh.memory_format
     peaks: dict[str, float] = {}
+    batches = tuple(sorted({1, 4, enh.batch}))
 
     def peak(channels: int, side: int) -> float:
         key = f"conv3x3 {channels}ch @{side}px"
         if key not in peaks:
-            peaks[key] = conv_peak_gflops(channels, side, dev, enh.dtype)
+            peaks[key] = conv_peak_gflops(channels, side, dev, enh.dtype, batches=batches)
         return peaks[key]
 
     for c, side in ((32, 128), (64, 64), (64, 128)):  # widths where a CPU's convs run best
@@ -212,11 +232,12 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
                                                                         strict=True):
         flops = frame_flops(enh, size)
         useful = conv_flops * size * size / (hw[0] * hw[1])  # every pixel through once
+        img = np.random.default_rng(size).random((size, size)).astype(np.float32)
+        enh.enhance(img, enh.pixel_size_um)  # untimed: first-shape set-up (oneDNN, graphs)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         times, fwd = [], []
         for _ in range(repeats):
-            img = np.random.default_rng(size).random((size, size)).astype(np.float32)
             _sync(dev)
             t0 = time.perf_counter()
             res = enh.enhance(img, enh.pixel_size_um)
@@ -246,7 +267,8 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
             "precision": str(enh.dtype or torch.float32).replace("torch.", ""),
             "memory_format": "channels_last" if fmt == torch.channels_last else "NCHW",
             "peaks": peaks, "roofline": [p[4] / p[5] / 1e9 for p in plans], "batch": enh.batch,
-            "fused": enh.fused}
+            "fused": enh.fused, "device_tiles": enh.device_tiles,
+            "cuda_graphs": enh.graphed is not None}
     return rows, stages, info
 
 
@@ -256,18 +278,27 @@ def bench_from_cli(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
-    rows, stages, info = bench(args.model, sizes, args.device, args.repeats, args.tile,
-                               args.precision)
+    if args.preset and args.model:
+        raise ConfigError("--preset and --model exclude each other")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = str(random_model(args.preset, Path(tmp) / args.preset)) if args.preset \
+            else args.model
+        rows, stages, info = bench(model, sizes, args.device, args.repeats, args.tile,
+                                   args.precision)
     peaks = ", ".join(f"{k}: {v:.1f}" for k, v in info["peaks"].items())
     roof = ", ".join(f"{g:.0f}" for g in info["roofline"])
-    flags = "".join(f" --{k} {getattr(args, k)}" for k in ("device", "precision", "tile")
+    flags = "".join(f" --{k} {getattr(args, k)}" for k in ("preset", "device", "precision",
+                                                           "tile")
                     if getattr(args, k) not in (None, "auto"))
     body = "\n".join([
         f"`tcan-live bench --sizes {args.sizes} --repeats {args.repeats}{flags}` on "
         f"{machine()}.",
         f"Model {info['model']} on {info['device']}, tiles up to {info['tile']} px (overlap "
         f"{info['overlap']}), batch {info['batch']}, {info['precision']}, "
-        f"{info['memory_format']}, {'fused' if info['fused'] else 'unfused'} forward.",
+        f"{info['memory_format']}, {'fused' if info['fused'] else 'unfused'} forward"
+        + (f", tiles {'on the device' if info['device_tiles'] else 'through the host'}, "
+           f"CUDA graphs {'on' if info['cuda_graphs'] else 'off'}"
+           if info["device"].startswith("cuda") else "") + ".",
         "",
         f"Measured 3x3-convolution peaks in the same run (GFLOP/s; best of batch 1 and 4, NCHW "
         f"and channels_last, fastest of 3 bursts; {info['precision']}): {peaks}. The 'dominant "
@@ -288,7 +319,7 @@ def bench_from_cli(args: argparse.Namespace) -> int:
         "implementation of this model that uses this PyTorch's FFT can pass it on this "
         "machine; 'ceiling: convs + spectra' is the same with the spectra as computed here.",
         "", table(rows), "", "Stage breakdown (median ms per frame):", "", table(stages)])
-    section = f"bench-{info['device'].split(':')[0]}"
+    section = f"bench-{info['device'].split(':')[0]}" + (f"-{args.preset}" if args.preset else "")
     if info["precision"] != "float32":
         section += f"-{info['precision']}"
     emit(section, body, args.write_docs)

@@ -155,19 +155,86 @@ def allocator_rows(model: str | None, size: int, repeats: int) -> list[dict[str,
              "relative": off / on}]
 
 
-def bf16_difference(model: str | None, size: int) -> dict[str, float]:
-    """How far bf16 autocast moves the output of one frame from fp32, in % of the fp32
-    output's 0.1-99.9 percentile range."""
+def bf16_difference(model: str | None, size: int, device: str = "cpu",
+                    precision: str = "bf16") -> dict[str, float]:
+    """How far a reduced precision on ``device`` moves the output of one frame from the CPU's
+    fp32 forward, in % of the fp32 output's 0.1-99.9 percentile range."""
     from tcan_live.sr.enhancer import Enhancer
 
     img = _frame(size)
-    outs = [Enhancer(model, device="cpu", precision=p, warmup=False).enhance(img, None).image
-            for p in ("fp32", "bf16")]
-    ref, diff = outs[0], np.abs(outs[1] - outs[0])
+    ref = Enhancer(model, device="cpu", warmup=False).enhance(img, None).image
+    out = Enhancer(model, device=device, precision=precision, warmup=False).enhance(img, None)
+    diff = np.abs(out.image - ref)
     span = float(np.percentile(ref, 99.9) - np.percentile(ref, 0.1)) or 1.0
     return {"rms %": 100 * float(np.sqrt(np.mean(diff**2))) / span,
             "p99.9 %": 100 * float(np.percentile(diff, 99.9)) / span,
             "max %": 100 * float(diff.max()) / span}
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def gpu_rows(model: str | None, size: int, repeats: int) -> list[dict[str, object]]:
+    """The accelerator's settings, one at a time, each Enhancer built, warmed (first-shape
+    set-up and graph capture untimed, reported as 'first frame s') and timed in turn, then
+    freed; the default is timed again last to show the drift of the run."""
+    from tcan_live.sr.enhancer import Enhancer
+
+    img = _frame(size)
+    rows: list[dict[str, object]] = []
+    ref: list[float] = []
+
+    def row(setting: str, ctx: Callable[[], contextlib.AbstractContextManager[Any]] =
+            contextlib.nullcontext, **options: Any) -> None:
+        with ctx():
+            enh = Enhancer(model, device="cuda", **options)
+            t0 = time.perf_counter()
+            enh.enhance(img, enh.pixel_size_um)
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+            times, fwd = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                res = enh.enhance(img, enh.pixel_size_um)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+                fwd.append(res.timings_ms["forward"] / 1000)
+        t = float(np.median(times))
+        if not ref:
+            ref.append(t)
+        rows.append({"setting": setting, "s/frame": t, "forward s": float(np.median(fwd)),
+                     "first frame s": first, "relative to default": t / ref[0],
+                     "peak GPU memory GB": torch.cuda.max_memory_allocated() / 2**30})
+        del enh
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+    base = Enhancer(model, device="cuda", warmup=False)
+    row(f"default (bf16 autocast, tiles <= {base.tile} px, batch {base.batch}, CUDA graphs, "
+        "tiles on the device, NCHW)")
+    row("CUDA graphs off", cuda_graphs=False)
+    row("tiles through the host (numpy cut and stitch)", device_tiles=False)
+    row("graphs off and tiles through the host", cuda_graphs=False, device_tiles=False)
+    row("channels_last", channels_last=True)
+    row("fp16 autocast", precision="fp16")
+    row("fp32 (TF32 convolutions, PyTorch's default)", precision="fp32")
+    row("fp32, TF32 off", _no_tf32, precision="fp32")
+    for batch in (1, 4, 16):
+        if batch != base.batch:
+            row(f"tile batch {batch}", batch=batch)
+    for tile in (256, 1024, 2048):
+        if tile != base.tile and tile <= size:
+            row(f"tiles <= {tile} px" + (" (one tile: the output differs at tile seams)"
+                                         if tile >= size else ""), tile=tile)
+    row("default, again (drift of this run)")
+    return rows
 
 
 def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
@@ -212,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="add a torch.compile row (slow)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU table")
+    p.add_argument("--preset", default=None,
+                   help="(cuda) time a random-weight model of this architecture (tcan: the "
+                        "paper's widths); precision differences use --model")
     p.add_argument("--write-docs", action="store_true")
     p.add_argument("--default-only", action="store_true",
                    help="print the default's seconds per frame as JSON (used for the "
@@ -220,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.default_only:
         print(json.dumps(default_times_s(args.model, args.size, args.repeats)))
         return 0
+    if args.device.startswith("cuda"):
+        return gpu_main(args)
     rows = enhancer_rows(args.model, args.size, args.repeats, args.compile)
     alloc = allocator_rows(args.model, args.size, args.repeats) if supported() else []
     extra = onnx_rows(args.model, args.repeats)
@@ -240,6 +313,32 @@ def main(argv: list[str] | None = None) -> int:
         body += "\n\nGenerator alone (s per call; ONNX export verified against PyTorch first):"
         body += "\n\n" + table(extra)
     emit("tuning-cpu", body, args.write_docs)
+    return 0
+
+
+def gpu_main(args: argparse.Namespace) -> int:
+    from tcan_live.bench.model import random_model
+    from tcan_live.bench.report import emit, machine, table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = str(random_model(args.preset, Path(tmp) / args.preset)) if args.preset \
+            else args.model
+        rows = gpu_rows(model, args.size, args.repeats)
+    diffs = {p: bf16_difference(args.model, 512, "cuda", p) for p in ("bf16", "fp16", "fp32")}
+    preset = f" --preset {args.preset}" if args.preset else ""
+    body = "\n".join([
+        f"Measured with `python -m tcan_live.bench.tuning --device cuda{preset} --size "
+        f"{args.size} --repeats {args.repeats}` on {machine()}. One {args.size}x{args.size} "
+        "frame through `Enhancer.enhance` (median s; the first frame, with cuDNN's algorithm "
+        "search and the CUDA-graph capture, untimed and shown apart), "
+        + (f"random weights of the '{args.preset}' widths, " if args.preset else "")
+        + "one setting changed at a time; < 1.0 is faster.",
+        "", table(rows), "",
+        "Output on the GPU against the CPU's fp32 forward (the shipped model, one simulated "
+        "512x512 frame), |difference| in % of the CPU output's 0.1-99.9 percentile range:", "",
+        table([{"precision": p, **{k: round(v, 4) for k, v in d.items()}}
+               for p, d in diffs.items()])])
+    emit("tuning-gpu", body, args.write_docs)
     return 0
 
 

@@ -19,6 +19,7 @@ import torch
 from tcan_live.errors import UnsupportedInputError
 from tcan_live.sr.card import Card, resolve_model
 from tcan_live.sr.fused import FusedCPUGenerator, fused_available
+from tcan_live.sr.gpu import DeviceStitcher, GraphedForward, graphs_available
 from tcan_live.sr.hostmem import retain_freed_memory
 from tcan_live.sr.model import load_generator
 from tcan_live.sr.network import UNET_DEPTH
@@ -61,6 +62,7 @@ class Enhancer:
         overlap: int | None = None, batch: int | None = None, precision: str = "auto",
         memory_budget_px: int | None = None, warmup: bool = True,
         channels_last: bool | None = None, fused: bool | None = None,
+        device_tiles: bool | None = None, cuda_graphs: bool | None = None,
     ) -> None:
         retain_freed_memory()  # activations reuse heap memory, tile after tile (see hostmem)
         self.folder = resolve_model(model)
@@ -91,7 +93,16 @@ class Enhancer:
         self.fused = applies if fused is None else bool(fused)
         self.forward_module: torch.nn.Module = (
             FusedCPUGenerator(self.generator) if self.fused else self.generator)
-        if self.device.type == "cuda":
+        # accelerators: tiles cut and stitched on the device (the frame crosses the link once
+        # each way) and the forward replayed from CUDA graphs (docs/benchmarks.md, tuning-gpu)
+        on_cuda = self.device.type == "cuda"
+        self.device_tiles = on_cuda if device_tiles is None else bool(device_tiles)
+        if cuda_graphs and not graphs_available(self.device):
+            raise ValueError("CUDA graphs need a CUDA device")
+        self.graphed: GraphedForward | None = None
+        if graphs_available(self.device) if cuda_graphs is None else cuda_graphs:
+            self.graphed = GraphedForward(self.forward_module, self.dtype)
+        if on_cuda:
             torch.backends.cudnn.benchmark = True  # tiles have few fixed shapes
         if warmup:
             self.warmup()
@@ -125,7 +136,7 @@ class Enhancer:
 
     def warmup(self) -> None:
         t0 = time.perf_counter()
-        self._forward(np.zeros((1, self.tile, self.tile), np.float32))
+        self._tiled(np.zeros((self.tile, self.tile), np.float32), {})
         log.info("model %s warmed up on %s in %.0f ms", self.model_id, self.device,
                  1000 * (time.perf_counter() - t0))
 
@@ -185,8 +196,15 @@ class Enhancer:
                     raise
                 log.warning("out of memory: retrying with tile %d, batch %d", tile, batch)
 
+    def _sync(self) -> None:
+        """Wait for the device, so that a stage's time is its own (CUDA runs asynchronously)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def _run_tiles(self, image: np.ndarray, tile: int, batch: int,
                    times: dict[str, float]) -> np.ndarray:
+        if self.device_tiles:
+            return self._run_tiles_on_device(image, tile, batch, times)
         overlap = min(self.overlap, tile // 2)
         t0 = time.perf_counter()
         x = pad_to(image, ALIGN)
@@ -211,18 +229,67 @@ class Enhancer:
         return result
 
     @torch.inference_mode()
-    def _forward(self, stack: np.ndarray) -> np.ndarray:
-        """(N, H, W) float32 normalised tiles -> (N, H, W) float32 outputs."""
-        if self.memory_budget_px is not None and stack.size > self.memory_budget_px:
-            raise _OutOfMemory(f"{stack.size} px exceed the budget of {self.memory_budget_px}")
-        t = torch.from_numpy(np.ascontiguousarray(stack))[:, None]
+    def _run_tiles_on_device(self, image: np.ndarray, tile: int, batch: int,
+                             times: dict[str, float]) -> np.ndarray:
+        """:meth:`_run_tiles` with the frame uploaded once, tiles sliced from device memory
+        and stitched there (:class:`~tcan_live.sr.gpu.DeviceStitcher`), one download."""
+        overlap = min(self.overlap, tile // 2)
+        t0 = time.perf_counter()
+        x = pad_to(image, ALIGN)
+        tiles = plan_tiles(x.shape, tile, overlap, ALIGN)
+        xd = self._upload(x)
+        stitcher = DeviceStitcher(x.shape, overlap, self.device)
+        self._sync()
+        times["tile"] = 1000 * (time.perf_counter() - t0)
+        fwd = stitch = 0.0
+        for i in range(0, len(tiles), batch):
+            group: list[Tile] = tiles[i : i + batch]
+            t1 = time.perf_counter()
+            stack = torch.stack([xd[t.slices] for t in group])[:, None]
+            out = self._forward_tensor(stack.contiguous(memory_format=self.memory_format))
+            self._sync()
+            t2 = time.perf_counter()
+            for t, o in zip(group, out[:, 0], strict=True):
+                stitcher.add(t, o)
+            self._sync()
+            fwd += t2 - t1
+            stitch += time.perf_counter() - t2
+        t3 = time.perf_counter()
+        result = self._download(stitcher.result()[: image.shape[0], : image.shape[1]])
+        times["forward"] = 1000 * fwd
+        times["stitch"] = 1000 * (stitch + time.perf_counter() - t3)
+        return result
+
+    def _upload(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         if self.device.type == "cuda":
             t = t.pin_memory()  # page-locked: an asynchronous host-to-device copy
-        t = t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return t.to(self.device, non_blocking=True)
+
+    def _download(self, y: torch.Tensor) -> np.ndarray:
+        if self.device.type != "cuda":
+            return y.float().numpy()
+        host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(y)  # from page-locked memory the copy runs at the link's full speed
+        return host.numpy()
+
+    @torch.inference_mode()
+    def _forward(self, stack: np.ndarray) -> np.ndarray:
+        """(N, H, W) float32 normalised tiles -> (N, H, W) float32 outputs."""
+        t = self._upload(stack)[:, None].contiguous(memory_format=self.memory_format)
+        return self._download(self._forward_tensor(t)[:, 0])
+
+    def _forward_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) normalised tiles on the device -> (N, 1, H, W) outputs; the tensor
+        may be a CUDA graph's static output, valid until the next call."""
+        if self.memory_budget_px is not None and t.numel() > self.memory_budget_px:
+            raise _OutOfMemory(f"{t.numel()} px exceed the budget of {self.memory_budget_px}")
         try:
+            if self.graphed is not None:
+                return self.graphed(t)
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
                                 enabled=self.dtype is not None):
-                y = self.forward_module(t)
+                y: torch.Tensor = self.forward_module(t)
+            return y
         except torch.OutOfMemoryError as err:
             raise _OutOfMemory(str(err)) from err
-        return y[:, 0].float().cpu().numpy()

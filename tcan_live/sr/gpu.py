@@ -1,0 +1,129 @@
+"""Accelerator side of the Enhancer: tiles cut and stitched where the network runs, and the
+network's forward replayed from CUDA graphs.
+
+* :class:`DeviceStitcher` is :class:`tcan_live.sr.tiling.Stitcher` in torch: the same blending
+  windows, accumulated on the device. With it a frame crosses the host-device link twice (the
+  normalised frame up, the stitched result down) instead of once per batch of tiles each way,
+  and the tiles are cut by slicing device memory, not by copies through numpy.
+* :class:`GraphedForward` captures the generator's forward once per input shape into a CUDA
+  graph and replays it: one launch instead of several hundred kernel launches from Python per
+  batch. Shapes are few (the batch of full tiles, the remainder batch, the warm-up tile), the
+  graphs share one memory pool, and every replay's output is consumed (accumulated or copied)
+  before the next replay, which is what makes the shared pool safe.
+
+Both work on any device in principle; the Enhancer uses them on CUDA (defaults) and the tests
+compare them with the host path there and, for the stitcher, on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from tcan_live.sr.tiling import Tile, tile_weight
+
+log = logging.getLogger(__name__)
+
+
+class DeviceStitcher:
+    """Accumulates weighted tile outputs into the full image, on ``device``."""
+
+    def __init__(self, shape: tuple[int, int], overlap: int, device: torch.device) -> None:
+        self.shape, self.overlap, self.device = shape, overlap, device
+        self.acc = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.norm = torch.zeros(shape, dtype=torch.float32, device=device)
+        self._weights: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def _weight(self, t: Tile) -> torch.Tensor:
+        # the window depends on the tile's size and on which of its edges touch the border
+        key = (t.h, t.w, t.y == 0, t.x == 0, t.y + t.h >= self.shape[0],
+               t.x + t.w >= self.shape[1])
+        if key not in self._weights:
+            wgt = torch.from_numpy(tile_weight(t, self.shape, self.overlap))
+            self._weights[key] = wgt.to(self.device)
+        return self._weights[key]
+
+    def add(self, t: Tile, out: torch.Tensor) -> None:
+        wgt = self._weight(t)
+        self.acc[t.slices].addcmul_(out.float(), wgt)
+        self.norm[t.slices] += wgt
+
+    def result(self) -> torch.Tensor:
+        return self.acc / self.norm.clamp_min(1e-12)
+
+
+class GraphedForward:
+    """``module(x)`` under autocast, replayed from a CUDA graph captured per input shape.
+
+    The returned tensor is the graph's static output: it is overwritten by the next call, so
+    callers must use it (accumulate, copy to the host) first. A shape whose capture fails for a
+    reason other than memory runs eagerly from then on (logged once).
+    """
+
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype | None,
+                 max_graphs: int = 8) -> None:
+        self.module, self.dtype, self.max_graphs = module, dtype, max_graphs
+        self.graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor,
+                                                 torch.Tensor]] = {}
+        self.eager_shapes: set[tuple[int, ...]] = set()
+        self.pool: Any = None  # torch.cuda.graph_pool_handle(), shared by the graphs
+
+    def _eager(self, x: torch.Tensor, cache: bool = True) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype or torch.float32,
+                            enabled=self.dtype is not None, cache_enabled=cache):
+            out: torch.Tensor = self.module(x)
+        return out
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape)
+        if key in self.eager_shapes:
+            return self._eager(x)
+        if key not in self.graphs:
+            if len(self.graphs) >= self.max_graphs:
+                self.reset()  # many shapes (odd frame sizes): start over rather than grow
+            try:
+                self.graphs[key] = self._capture(x)
+            except torch.OutOfMemoryError:
+                self.reset()
+                raise
+            except RuntimeError as err:  # an op that cannot be captured: stay correct
+                log.warning("CUDA graph capture failed for input %s (%s); running it eagerly",
+                            key, err)
+                self.eager_shapes.add(key)
+                torch.cuda.synchronize(x.device)
+                return self._eager(x)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
+    def _capture(self, x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor,
+                                                   torch.Tensor]:
+        static_in = x.clone()
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):  # warm-up: cuDNN picks its algorithms, cuFFT its plans
+            for _ in range(2):
+                self._eager(static_in)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            static_out = self._eager(static_in, cache=False)
+        log.info("captured a CUDA graph for input %s", tuple(x.shape))
+        return graph, static_in, static_out
+
+    def reset(self) -> None:
+        """Drop every graph and its memory (after running out of memory, or too many shapes)."""
+        self.graphs.clear()
+        self.pool = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def graphs_available(device: torch.device) -> bool:
+    return device.type == "cuda" and hasattr(torch.cuda, "CUDAGraph")
+
