@@ -113,17 +113,17 @@ class Daemon:
             self.publisher.close()
 
     def _process(self, frame: Frame) -> tuple[Any, dict[str, Any]]:
-        from tcan_live.sr.trust import trust_check
+        from tcan_live.sr.trust import trust_check_on_device
 
         s = self.settings
         px = frame.pixel_size_um or s.pixel_size_um
         t0 = time.perf_counter()
         res = self.enhancer.enhance(frame.data, px, source=frame.source)
         card = self.enhancer.card
-        trust = trust_check(np.asarray(frame.data, np.float32), res.image,
-                            px or card.pixel_size_um, confocal_fwhm_nm=card.confocal_fwhm_nm,
-                            target_fwhm_nm=card.target_fwhm_nm, affine=res.affine,
-                            residual=False)
+        trust = trust_check_on_device(  # where the network runs: on a GPU, a few ms
+            np.asarray(frame.data), res.image, px or card.pixel_size_um, self.enhancer.device,
+            confocal_fwhm_nm=card.confocal_fwhm_nm, target_fwhm_nm=card.target_fwhm_nm,
+            affine=res.affine)
         ms = 1000 * (time.perf_counter() - t0)
         self.store.add(frame, res.image, res.pixel_size_um)
         header = {

@@ -116,3 +116,16 @@ def test_out_of_memory_halves_the_batch_and_recaptures(caplog: pytest.LogCapture
         out = tight.enhance(img, 0.05)
     assert "retrying with tile" in caplog.text and ", batch 2" in caplog.text
     assert _rel(out.image, full.enhance(img, 0.05).image) < 1e-2
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_trust_check_on_the_gpu_equals_the_numpy_one(dtype: type) -> None:
+    from tcan_live.sr.trust import trust_check, trust_check_on_device
+
+    raw = (_frame(700, 5) * 50).astype(dtype)
+    out = Enhancer(device="cuda").enhance(raw, 0.05)
+    want = trust_check(raw, out.image, 0.05, affine=out.affine, residual=False)
+    got = trust_check_on_device(raw, out.image, 0.05, torch.device("cuda"), affine=out.affine)
+    assert (got.score, got.nrmse) == pytest.approx((want.score, want.nrmse), rel=1e-5)

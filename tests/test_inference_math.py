@@ -42,6 +42,26 @@ def test_normalisation_of_flat_and_non_finite_images() -> None:
     assert np.isfinite(out).all()
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 1), (3, 5), (97, 203)])
+def test_camera_frames_get_numpys_percentiles_from_their_histogram(
+        dtype: type, shape: tuple[int, int], rng: np.random.Generator) -> None:
+    """8/16-bit frames take a counting path: the same affine as np.percentile, exactly."""
+    top = np.iinfo(dtype).max
+    for img in (rng.integers(0, top, shape, endpoint=True).astype(dtype),
+                (rng.poisson(3.0, shape) + 100).astype(dtype),  # few levels, many ties
+                np.full(shape, 7, dtype)):
+        for low, high in ((1.0, 99.9), (0.0, 100.0), (37.5, 62.5)):
+            lo, hi = np.percentile(img, [low, high])
+            if not hi > lo:
+                hi = float(img.max()) if img.max() > lo else lo + 1.0
+            aff = percentile_affine(img, low, high)
+            assert (aff.lo, aff.hi) == pytest.approx((lo, hi), abs=1e-9 * top)
+            np.testing.assert_array_equal(
+                normalize(img, aff),
+                (img.astype(np.float32) - np.float32(aff.lo)) / np.float32(aff.scale))
+
+
 @pytest.mark.parametrize(("src", "dst"), [(0.1, 0.05), (0.065, 0.05), (0.035, 0.05)])
 def test_resampling_round_trip_keeps_band_limited_content(
     rng: np.random.Generator, src: float, dst: float

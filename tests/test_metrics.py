@@ -130,6 +130,36 @@ def test_trust_check_matches_a_float64_reference(rng: np.random.Generator) -> No
     assert (fast.score, fast.nrmse) == pytest.approx((t.score, t.nrmse), rel=1e-6)
 
 
+@pytest.mark.parametrize("camera", [False, True])
+def test_trust_check_on_device_equals_the_numpy_one(rng: np.random.Generator,
+                                                    camera: bool) -> None:
+    """The daemon's torch twin (here on the CPU; on a GPU in tests/test_gpu.py): the same
+    score and NRMSE, for float frames with NaNs and for 16-bit camera frames, odd shapes and
+    a blur wider than the image's short side included."""
+    import torch
+
+    from tcan_live.sr.normalize import percentile_affine
+    from tcan_live.sr.trust import _gaussian_torch, trust_check_on_device
+
+    raw, good = _scene(rng, photons=50)
+    raw = raw[:, :-3]
+    out = good[:, :-3] + rng.normal(0, 0.05 * float(good.std()), raw.shape).astype(np.float32)
+    if camera:
+        raw = (raw * 1000 / raw.max()).astype(np.uint16)
+    else:
+        raw[5, 7] = np.nan
+    aff = percentile_affine(raw)
+    want = trust_check(raw, out, 0.05, affine=aff, residual=False)
+    got = trust_check_on_device(raw, out, 0.05, torch.device("cpu"), affine=aff)
+    assert got.residual is None
+    assert (got.score, got.nrmse) == pytest.approx((want.score, want.nrmse), rel=1e-6)
+    assert got.score != pytest.approx(trust_check_on_device(
+        raw, np.roll(out, 5, axis=0), 0.05, torch.device("cpu"), affine=aff).score, rel=1e-3)
+    img = rng.random((5, 40)).astype(np.float32)
+    np.testing.assert_allclose(_gaussian_torch(torch.from_numpy(img), 3.0).numpy(),
+                               ndimage.gaussian_filter(img, 3.0, mode="reflect"), atol=1e-6)
+
+
 def test_trust_check_flags_an_invented_filament(rng: np.random.Generator) -> None:
     raw, good = _scene(rng, photons=200)
     score_good, res_good = _trust(raw, good)

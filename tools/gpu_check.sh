@@ -25,11 +25,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
   --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))' \
   | tee -a "$OUT/gpu.txt"
-step pytest 110 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
-step bench-tcan 170 python3 -m tcan_live._cli bench --preset tcan --device cuda \
+step pytest 100 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py \
+  tests/test_metrics.py -k "gpu or trust"
+step bench-tcan 120 python3 -m tcan_live._cli bench --preset tcan --device cuda \
   --sizes 512,2048 --repeats 3 --write-docs
-step tuning 180 python3 -m tcan_live.bench.tuning --device cuda --preset tcan --size 2048 \
-  --repeats 3 --write-docs
-step bench-shipped 90 python3 -m tcan_live._cli bench --device cuda --sizes 512,2048 \
+python3 -c 'from pathlib import Path; from tcan_live.bench.model import random_model
+random_model("tcan", Path("/tmp/tcan-random"))'
+step daemon 120 python3 -m tcan_live.bench.daemon --sizes 512,2048 --frames 5 \
+  --model /tmp/tcan-random --write-docs
+step tuning 150 bash -c "python3 -m tcan_live.bench.tuning --device cuda --preset tcan \
+  --size 2048 --repeats 3 --write-docs && python3 -m tcan_live.bench.tuning --device cuda \
+  --preset tcan --size 512 --repeats 5 --write-docs"
+step bench-shipped 60 python3 -m tcan_live._cli bench --device cuda --sizes 512,2048 \
   --repeats 3 --write-docs
 cp docs/benchmarks.md "$OUT/benchmarks.md"

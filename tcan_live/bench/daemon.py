@@ -103,9 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         del probe
         rows.append(run(s, args.frames, args.model, interval_s=per_frame * 1.5 + 0.5))
         print(rows[-1], flush=True)
+    import torch
+
+    from tcan_live.sr.card import resolve_model
+
+    model = resolve_model(args.model).name
+    cuda = torch.cuda.is_available()
     body = (f"Measured with `python -m tcan_live.bench.daemon --sizes {args.sizes} --frames "
-            f"{args.frames}` on {machine()}.\n\n" + table(rows))
-    emit("daemon-overhead", body, args.write_docs)
+            f"{args.frames}{' --model M' if args.model else ''}` on {machine()}; model "
+            f"{model} on {'cuda' if cuda else 'cpu'}.\n\n" + table(rows))
+    emit("daemon-overhead" + ("-cuda" if cuda else ""), body, args.write_docs)
     return 0
 
 

@@ -218,11 +218,11 @@ def gpu_rows(model: str | None, size: int, repeats: int) -> list[dict[str, objec
 
     base = Enhancer(model, device="cuda", warmup=False)
     row(f"default (bf16 autocast, tiles <= {base.tile} px, batch {base.batch}, CUDA graphs, "
-        "tiles on the device, NCHW)")
+        "tiles on the device, channels_last)")
     row("CUDA graphs off", cuda_graphs=False)
     row("tiles through the host (numpy cut and stitch)", device_tiles=False)
     row("graphs off and tiles through the host", cuda_graphs=False, device_tiles=False)
-    row("channels_last", channels_last=True)
+    row("NCHW instead of channels_last", channels_last=False)
     row("fp16 autocast", precision="fp16")
     row("fp32 (TF32 convolutions, PyTorch's default)", precision="fp32")
     row("fp32, TF32 off", _no_tf32, precision="fp32")
@@ -338,7 +338,7 @@ def gpu_main(args: argparse.Namespace) -> int:
         "512x512 frame), |difference| in % of the CPU output's 0.1-99.9 percentile range:", "",
         table([{"precision": p, **{k: round(v, 4) for k, v in d.items()}}
                for p, d in diffs.items()])])
-    emit("tuning-gpu", body, args.write_docs)
+    emit(f"tuning-gpu-{args.size}", body, args.write_docs)
     return 0
 
 

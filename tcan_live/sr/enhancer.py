@@ -76,10 +76,11 @@ class Enhancer:
         self.memory_budget_px = memory_budget_px
         self.dtype = self._autocast_dtype(precision)
         self.generator = generator.to(self.device).eval()
-        # default: measured on CPU (docs/benchmarks.md, tuning), NHWC saves oneDNN a layout
-        # reorder per convolution, 5-9% faster; on GPUs not measured yet, so left as it is
+        # default channels_last (NHWC), measured (docs/benchmarks.md, tuning tables): on the
+        # CPU oneDNN saves a layout reorder per convolution (5-9% faster); on an H100 cuDNN's
+        # bf16 tensor-core convolutions run NHWC natively (a 2048 px frame 1.09x faster)
         if channels_last is None:
-            channels_last = self.device.type == "cpu"
+            channels_last = self.device.type in ("cpu", "cuda")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.generator = self.generator.to(  # type: ignore[call-overload]
             memory_format=self.memory_format)

@@ -6,13 +6,16 @@ and compared with it: Pearson correlation (the ``score``, 1 = fully consistent) 
 (RMS of the difference over the input's standard deviation). The residual map is the fitted,
 re-blurred output minus the input, smoothed with the confocal PSF to suppress pixel noise:
 positive where the output claims signal that the input does not support, negative where it
-lost signal. numpy/scipy only.
+lost signal. numpy/scipy; :func:`trust_check_on_device` computes the same score and NRMSE
+with torch where the Enhancer runs on an accelerator (a 2048 px frame's check is then a few ms
+instead of a CPU's 0.1-0.2 s, which would otherwise be a third of the frame's time there).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -51,13 +54,7 @@ def trust_check(
     r = ndimage.gaussian_filter(y, sigma_px(blur, pixel_size_um), mode="reflect")
     m = _moments(r, x)
     a, b = m.fit()
-    # least squares leaves Sxx - Srx^2 / Srr of the input's Sxx unexplained (RMS of the
-    # difference over the input's standard deviation, squared, is that ratio)
-    sse = m.sxx - (m.srx**2 / m.srr if m.srr > 0 else 0.0)
-    nrmse = math.sqrt(max(sse, 0.0) / m.sxx) if m.sxx > 0 else 0.0
-    # the fitted a has the covariance's sign: Pearson(a * r + b, x) = |Pearson(r, x)|
-    den = math.sqrt(m.srr * m.sxx)
-    score = abs(m.srx) / den if den > 0 else 0.0
+    score, nrmse = m.score_nrmse()
     res = None
     if residual:
         diff = r * np.float32(a) + np.float32(b) - x
@@ -76,6 +73,17 @@ class _Moments:
     srr: float  # sum (p - mean_p)^2
     sxx: float  # sum (t - mean_t)^2
     srx: float  # sum (p - mean_p)(t - mean_t)
+
+    def score_nrmse(self) -> tuple[float, float]:
+        """(Pearson correlation, NRMSE of the least-squares fit), p the prediction, t the
+        target."""
+        # least squares leaves Sxx - Srx^2 / Srr of the input's Sxx unexplained (RMS of the
+        # difference over the input's standard deviation, squared, is that ratio)
+        sse = self.sxx - (self.srx**2 / self.srr if self.srr > 0 else 0.0)
+        nrmse = math.sqrt(max(sse, 0.0) / self.sxx) if self.sxx > 0 else 0.0
+        # the fitted a has the covariance's sign: Pearson(a * r + b, x) = |Pearson(r, x)|
+        den = math.sqrt(self.srr * self.sxx)
+        return (abs(self.srx) / den if den > 0 else 0.0), nrmse
 
     def fit(self) -> tuple[float, float]:
         """Least-squares a, b minimising |a * p + b - t|^2."""
@@ -100,3 +108,66 @@ def _moments(p: np.ndarray, t: np.ndarray) -> _Moments:
 def _affine_fit(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     """Least-squares a, b minimising |a * pred + b - target|^2."""
     return _moments(pred, target).fit()
+
+
+def trust_check_on_device(
+    raw: np.ndarray, enhanced: np.ndarray, pixel_size_um: float, device: Any, *,
+    confocal_fwhm_nm: float = 230.0, target_fwhm_nm: float = 80.0,
+    affine: Affine | None = None,
+) -> TrustResult:
+    """:func:`trust_check` (score and NRMSE, no residual map) computed with torch on
+    ``device``: the same normalisation, the same Gaussian (scipy's kernel, truncated at 4
+    sigma, 'reflect' edges) as float32 multiply-adds, the same float64 sums."""
+    import torch
+
+    if raw.shape != enhanced.shape:
+        raise ValueError(f"raw {raw.shape} and enhanced {enhanced.shape} differ in shape")
+    aff = affine or percentile_affine(raw)
+
+    def norm(img: np.ndarray) -> torch.Tensor:
+        if img.dtype not in (np.uint8, np.uint16, np.float32):  # also big-endian ones
+            img = img.astype(np.float32)
+        t = torch.from_numpy(np.ascontiguousarray(img))
+        if device.type == "cuda":
+            t = t.pin_memory()
+        t = t.to(device, non_blocking=True)
+        lo, scale = float(np.float32(aff.lo)), float(np.float32(aff.scale))  # as numpy's
+        out = (t.float() - lo) / scale
+        return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0) if img.dtype.kind == "f" \
+            else out
+
+    with torch.inference_mode():
+        x, y = norm(raw), norm(enhanced)
+        blur = math.sqrt(max(confocal_fwhm_nm**2 - target_fwhm_nm**2, 1.0))
+        r = _gaussian_torch(y, sigma_px(blur, pixel_size_um))
+        n = r.numel()
+        sums = torch.stack([r.sum(dtype=torch.float64), x.sum(dtype=torch.float64),
+                            (r * r).sum(dtype=torch.float64), (x * x).sum(dtype=torch.float64),
+                            (r * x).sum(dtype=torch.float64)]).tolist()
+    mp, mt = sums[0] / n, sums[1] / n
+    m = _Moments(n, mp, mt, max(sums[2] - n * mp * mp, 0.0), max(sums[3] - n * mt * mt, 0.0),
+                 sums[4] - n * mp * mt)
+    score, nrmse = m.score_nrmse()
+    return TrustResult(score, nrmse, None)
+
+
+def _gaussian_torch(img: Any, sigma: float, truncate: float = 4.0) -> Any:
+    """scipy.ndimage.gaussian_filter(img, sigma, mode="reflect") for a 2-D float32 tensor:
+    separable, each axis a sum of shifted slices (exact float32, no TF32, no cuDNN search)."""
+    import torch
+
+    radius = int(truncate * sigma + 0.5)
+    k = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (k / sigma) ** 2)
+    w = (w / w.sum()).astype(np.float32)
+
+    def along(t: torch.Tensor, axis: int) -> torch.Tensor:
+        n = t.shape[axis]
+        i = torch.arange(-radius, n + radius, device=t.device) % (2 * n)
+        padded = t.index_select(axis, torch.where(i >= n, 2 * n - 1 - i, i))  # b a | a b c
+        out = torch.zeros_like(t)
+        for j, wj in enumerate(w.tolist()):
+            out.add_(padded.narrow(axis, j, n), alpha=wj)
+        return out
+
+    return along(along(img, 0), 1)
