@@ -3,7 +3,7 @@
 # for the paper-width model and the shipped one, and the GPU tuning table. Writes logs and the
 # updated docs/benchmarks.md to $OUT. Packages the machine lacks travel as wheels in .whl/
 # (pyzmq, pydantic and its parts, tomli-w; see docs/benchmarks.md, "GPU").
-# Usage there: bash tools/gpu_check.sh [quick]
+# Usage there: bash tools/gpu_check.sh [quick]   (quick: without the tuning tables)
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -33,7 +33,7 @@ python3 -c 'from pathlib import Path; from tcan_live.bench.model import random_m
 random_model("tcan", Path("/tmp/tcan-random"))'
 step daemon 120 python3 -m tcan_live.bench.daemon --sizes 512,2048 --frames 5 \
   --model /tmp/tcan-random --write-docs
-step tuning 150 bash -c "python3 -m tcan_live.bench.tuning --device cuda --preset tcan \
+[ "${1:-}" = quick ] || step tuning 150 bash -c "python3 -m tcan_live.bench.tuning --device cuda --preset tcan \
   --size 2048 --repeats 3 --write-docs && python3 -m tcan_live.bench.tuning --device cuda \
   --preset tcan --size 512 --repeats 5 --write-docs"
 step bench-shipped 60 python3 -m tcan_live._cli bench --device cuda --sizes 512,2048 \

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,12 +20,22 @@ import torch
 from tcan_live.errors import UnsupportedInputError
 from tcan_live.sr.card import Card, resolve_model
 from tcan_live.sr.fused import FusedCPUGenerator, fused_available
-from tcan_live.sr.gpu import DeviceStitcher, GraphedForward, graphs_available
+from tcan_live.sr.gpu import (
+    DeviceStitcher,
+    GraphedForward,
+    affine_on_device,
+    denormalize_on_device,
+    download,
+    graphs_available,
+    normalize_on_device,
+    pad_on_device,
+    upload,
+)
 from tcan_live.sr.hostmem import retain_freed_memory
 from tcan_live.sr.model import load_generator
 from tcan_live.sr.network import UNET_DEPTH
 from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_affine
-from tcan_live.sr.resample import check_factor, resample, resample_to_shape
+from tcan_live.sr.resample import check_factor, resample, resample_to_shape, same_grid
 from tcan_live.sr.tiling import Stitcher, Tile, pad_to, plan_tiles, round_up
 
 log = logging.getLogger(__name__)
@@ -160,14 +171,31 @@ class Enhancer:
             clock = now
 
         norm = self.card.normalization
-        affine = percentile_affine(image, norm.low, norm.high)
-        x = normalize(image, affine)
-        lap("normalise")
         model_px = self.card.pixel_size_um
         src_px = pixel_size_um if pixel_size_um else model_px
         if pixel_size_um is None:
             log.debug("%s: no pixel size, assuming the model's %.4g um", source, model_px)
         check_factor(src_px / model_px, src_px, model_px, source)
+        if self.device_tiles and same_grid(src_px, model_px):
+            # the whole frame on the device: one upload (8/16-bit as is), one download
+            with torch.inference_mode():
+                frame = upload(image, self.device)
+                affine = (percentile_affine(image, norm.low, norm.high)
+                          if frame.is_floating_point()
+                          else affine_on_device(frame, norm.low, norm.high))
+                xd = normalize_on_device(frame, affine)
+                self._sync()
+                lap("normalise")
+                times["resample"] = 0.0
+                yd, tile = self._tiled(xd, times)
+                clock = time.perf_counter()
+                times["resample_back"] = 0.0
+                result = download(denormalize_on_device(yd, affine))
+            lap("denormalise")
+            return EnhanceResult(result, src_px if pixel_size_um else None, affine, times, tile)
+        affine = percentile_affine(image, norm.low, norm.high)
+        x = normalize(image, affine)
+        lap("normalise")
         xm = resample(x, src_px, model_px)
         lap("resample")
         ym, tile = self._tiled(xm, times)
@@ -181,7 +209,9 @@ class Enhancer:
         lap("denormalise")
         return EnhanceResult(result, out_px if pixel_size_um else None, affine, times, tile)
 
-    def _tiled(self, x: np.ndarray, times: dict[str, float]) -> tuple[np.ndarray, int]:
+    def _tiled(self, x: Any, times: dict[str, float]) -> tuple[Any, int]:
+        """Tiles through the network with out-of-memory fallbacks: a numpy frame gives a numpy
+        result; a device tensor (the on-device path) a device tensor."""
         tile, batch = self.tile, self.batch
         while True:
             try:
@@ -202,10 +232,15 @@ class Enhancer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _run_tiles(self, image: np.ndarray, tile: int, batch: int,
-                   times: dict[str, float]) -> np.ndarray:
+    def _run_tiles(self, image: Any, tile: int, batch: int, times: dict[str, float]) -> Any:
         if self.device_tiles:
-            return self._run_tiles_on_device(image, tile, batch, times)
+            on_device = self._run_tiles_on_device(image, tile, batch, times)
+            if isinstance(image, torch.Tensor):
+                return on_device
+            t0 = time.perf_counter()
+            host = download(on_device)
+            times["stitch"] += 1000 * (time.perf_counter() - t0)
+            return host
         overlap = min(self.overlap, tile // 2)
         t0 = time.perf_counter()
         x = pad_to(image, ALIGN)
@@ -230,16 +265,18 @@ class Enhancer:
         return result
 
     @torch.inference_mode()
-    def _run_tiles_on_device(self, image: np.ndarray, tile: int, batch: int,
-                             times: dict[str, float]) -> np.ndarray:
-        """:meth:`_run_tiles` with the frame uploaded once, tiles sliced from device memory
-        and stitched there (:class:`~tcan_live.sr.gpu.DeviceStitcher`), one download."""
+    def _run_tiles_on_device(self, image: np.ndarray | torch.Tensor, tile: int, batch: int,
+                             times: dict[str, float]) -> torch.Tensor:
+        """:meth:`_run_tiles` with the frame on the device (uploaded once if it is not),
+        tiles sliced from device memory and stitched there
+        (:class:`~tcan_live.sr.gpu.DeviceStitcher`); the result stays on the device."""
         overlap = min(self.overlap, tile // 2)
         t0 = time.perf_counter()
-        x = pad_to(image, ALIGN)
-        tiles = plan_tiles(x.shape, tile, overlap, ALIGN)
-        xd = self._upload(x)
-        stitcher = DeviceStitcher(x.shape, overlap, self.device)
+        xd = (pad_on_device(image, ALIGN) if isinstance(image, torch.Tensor)
+              else upload(pad_to(image, ALIGN), self.device))
+        shape = (int(xd.shape[0]), int(xd.shape[1]))
+        tiles = plan_tiles(shape, tile, overlap, ALIGN)
+        stitcher = DeviceStitcher(shape, overlap, self.device)
         self._sync()
         times["tile"] = 1000 * (time.perf_counter() - t0)
         fwd = stitch = 0.0
@@ -256,29 +293,18 @@ class Enhancer:
             fwd += t2 - t1
             stitch += time.perf_counter() - t2
         t3 = time.perf_counter()
-        result = self._download(stitcher.result()[: image.shape[0], : image.shape[1]])
+        result = stitcher.result()[: image.shape[0], : image.shape[1]]
+        self._sync()
         times["forward"] = 1000 * fwd
         times["stitch"] = 1000 * (stitch + time.perf_counter() - t3)
         return result
 
-    def _upload(self, x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        if self.device.type == "cuda":
-            t = t.pin_memory()  # page-locked: an asynchronous host-to-device copy
-        return t.to(self.device, non_blocking=True)
-
-    def _download(self, y: torch.Tensor) -> np.ndarray:
-        if self.device.type != "cuda":
-            return y.float().numpy()
-        host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
-        host.copy_(y)  # from page-locked memory the copy runs at the link's full speed
-        return host.numpy()
-
     @torch.inference_mode()
     def _forward(self, stack: np.ndarray) -> np.ndarray:
         """(N, H, W) float32 normalised tiles -> (N, H, W) float32 outputs."""
-        t = self._upload(stack)[:, None].contiguous(memory_format=self.memory_format)
-        return self._download(self._forward_tensor(t)[:, 0])
+        t = upload(stack.astype(np.float32, copy=False), self.device)[:, None]
+        return download(self._forward_tensor(t.contiguous(memory_format=self.memory_format))[
+            :, 0])
 
     def _forward_tensor(self, t: torch.Tensor) -> torch.Tensor:
         """(N, 1, H, W) normalised tiles on the device -> (N, 1, H, W) outputs; the tensor

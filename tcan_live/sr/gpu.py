@@ -20,11 +20,66 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
+from tcan_live.sr.normalize import Affine, affine_from_cumulative
 from tcan_live.sr.tiling import Tile, tile_weight
 
 log = logging.getLogger(__name__)
+
+
+# --- per-frame maths on the device (the numpy versions' numbers; tests compare them) --------
+
+
+def upload(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A frame on ``device`` as uint8, uint16 (camera frames, half the bytes of float32) or
+    float32; through page-locked memory on CUDA, so the copy runs at the link's speed."""
+    if image.dtype not in (np.uint8, np.uint16, np.float32):  # also big-endian ones
+        image = image.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(image))
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+def download(t: torch.Tensor) -> np.ndarray:
+    """A float32 host copy, through page-locked memory on CUDA."""
+    if t.device.type != "cuda":
+        return t.float().numpy()
+    host = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
+    host.copy_(t)
+    return host.numpy()
+
+
+def affine_on_device(t: torch.Tensor, low: float, high: float) -> Affine:
+    """:func:`~tcan_live.sr.normalize.percentile_affine` of an 8/16-bit frame on the device:
+    the histogram is counted there, and only its cumulative sum comes back."""
+    cum = torch.bincount(t.flatten().to(torch.int32)).cumsum(0)
+    return affine_from_cumulative(cum.cpu().numpy(), low, high)
+
+
+def normalize_on_device(t: torch.Tensor, affine: Affine) -> torch.Tensor:
+    """:func:`~tcan_live.sr.normalize.normalize` (float32 arithmetic, NaN/Inf -> 0)."""
+    lo, scale = float(np.float32(affine.lo)), float(np.float32(affine.scale))
+    out = (t.float() - lo) / scale
+    return torch.nan_to_num_(out, nan=0.0, posinf=0.0, neginf=0.0) if t.is_floating_point() \
+        else out
+
+
+def denormalize_on_device(t: torch.Tensor, affine: Affine) -> torch.Tensor:
+    return t.float() * float(np.float32(affine.scale)) + float(np.float32(affine.lo))
+
+
+def pad_on_device(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """:func:`~tcan_live.sr.tiling.pad_to` for a 2-D tensor (torch's 'reflect' is numpy's)."""
+    h, w = x.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x[None, None], (0, pw, 0, ph), mode=mode)[0, 0]
 
 
 class DeviceStitcher:

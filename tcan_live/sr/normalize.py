@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,39 +20,40 @@ class Affine:
         return self.hi - self.lo
 
 
-def _histogram_percentiles(image: np.ndarray, qs: list[float]) -> list[float]:
-    """``np.percentile(image, qs)`` (linear interpolation) of an 8/16-bit image from its
-    histogram: the same order statistics, exactly, in one counting pass instead of a
-    partition of a float copy (a 2048x2048 camera frame: about 10x faster)."""
-    counts = np.bincount(image.ravel(), minlength=1)
-    cum = np.cumsum(counts)
+def affine_from_cumulative(cum: np.ndarray, low: float, high: float) -> Affine:
+    """:func:`percentile_affine` of an integer image from its cumulative histogram (``cum[v]``
+    = number of pixels <= v): np.percentile's linear interpolation between the same order
+    statistics, exactly, from one counting pass instead of a partition of a float copy (a
+    2048x2048 16-bit frame: about 8x faster). The GPU path counts on the device."""
     n = int(cum[-1])
-    out = []
-    for q in qs:
+
+    def value(q: float) -> float:
         rank = q / 100.0 * (n - 1)
         below = int(np.floor(rank))
         lo_v, hi_v = np.searchsorted(cum, [below + 1, min(below + 2, n)])
-        out.append(float(lo_v) + (rank - below) * float(hi_v - lo_v))
-    return out
+        return float(lo_v) + (rank - below) * float(hi_v - lo_v)
+
+    return _affine(value(low), value(high), lambda: float(np.searchsorted(cum, n)))
+
+
+def _affine(lo: float, hi: float, top: Callable[[], float]) -> Affine:
+    if not hi > lo:  # flat above the low percentile: scale by the maximum, or by 1
+        hi = top()
+        if not hi > lo:
+            hi = lo + 1.0
+    return Affine(lo, hi)
 
 
 def percentile_affine(image: np.ndarray, low: float = 1.0, high: float = 99.9) -> Affine:
     """Affine from the low/high percentiles of the finite pixels; flat images get scale 1."""
     image = np.asarray(image)
     if image.dtype in (np.uint8, np.uint16) and image.size:  # camera frames: all finite
-        lo, hi = _histogram_percentiles(image, [low, high])
-        top = float(image.max()) if not hi > lo else hi
-    else:
-        finite = image[np.isfinite(image)]
-        if finite.size == 0:
-            return Affine(0.0, 1.0)
-        lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
-        top = float(finite.max()) if not hi > lo else hi
-    if not hi > lo:
-        hi = top
-        if not hi > lo:
-            hi = lo + 1.0
-    return Affine(lo, hi)
+        return affine_from_cumulative(np.cumsum(np.bincount(image.ravel())), low, high)
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return Affine(0.0, 1.0)
+    lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+    return _affine(lo, hi, lambda: float(finite.max()))
 
 
 def normalize(image: np.ndarray, affine: Affine) -> np.ndarray:

@@ -52,9 +52,13 @@ def resample_to_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def same_grid(from_um: float, to_um: float) -> bool:
+    """True when the two pixel sizes are the same grid (no resampling)."""
+    return abs(from_um / to_um - 1.0) < 1e-6
+
+
 def resample(image: np.ndarray, from_um: float, to_um: float) -> np.ndarray:
     """Resample from a ``from_um`` pixel grid to a ``to_um`` grid (same field of view)."""
-    factor = from_um / to_um
-    if abs(factor - 1.0) < 1e-6:
+    if same_grid(from_um, to_um):
         return np.asarray(image, np.float32)
-    return resample_to_shape(image, resampled_shape(image.shape, factor))
+    return resample_to_shape(image, resampled_shape(image.shape, from_um / to_um))

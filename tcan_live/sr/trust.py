@@ -120,24 +120,13 @@ def trust_check_on_device(
     sigma, 'reflect' edges) as float32 multiply-adds, the same float64 sums."""
     import torch
 
+    from tcan_live.sr.gpu import normalize_on_device, upload
+
     if raw.shape != enhanced.shape:
         raise ValueError(f"raw {raw.shape} and enhanced {enhanced.shape} differ in shape")
     aff = affine or percentile_affine(raw)
-
-    def norm(img: np.ndarray) -> torch.Tensor:
-        if img.dtype not in (np.uint8, np.uint16, np.float32):  # also big-endian ones
-            img = img.astype(np.float32)
-        t = torch.from_numpy(np.ascontiguousarray(img))
-        if device.type == "cuda":
-            t = t.pin_memory()
-        t = t.to(device, non_blocking=True)
-        lo, scale = float(np.float32(aff.lo)), float(np.float32(aff.scale))  # as numpy's
-        out = (t.float() - lo) / scale
-        return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0) if img.dtype.kind == "f" \
-            else out
-
     with torch.inference_mode():
-        x, y = norm(raw), norm(enhanced)
+        x, y = (normalize_on_device(upload(img, device), aff) for img in (raw, enhanced))
         blur = math.sqrt(max(confocal_fwhm_nm**2 - target_fwhm_nm**2, 1.0))
         r = _gaussian_torch(y, sigma_px(blur, pixel_size_um))
         n = r.numel()
