@@ -2,8 +2,11 @@
 
 Per frame: percentile normalisation -> resample to the model's pixel size -> overlapping tiles
 -> generator (batched) -> blended stitch -> resample back to the input grid (unless asked to keep
-the model grid) -> denormalisation to the input's intensity units. Every step but the forward
-pass is numpy; only this module moves data to and from torch.
+the model grid) -> denormalisation to the input's intensity units. On the CPU every step but the
+forward pass is numpy. On CUDA (``device_tiles``, the default there) a frame on the model's grid
+is uploaded once and normalised, tiled, stitched and denormalised on the device (sr/gpu.py),
+and the forward is replayed from CUDA graphs (``cuda_graphs``); a frame that needs resampling
+is normalised and resampled by numpy first.
 """
 
 from __future__ import annotations
