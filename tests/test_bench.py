@@ -69,6 +69,21 @@ def test_flops_are_counted_the_same_through_the_fused_path(tiny_model: Path) -> 
     assert fused.forward_module is module
 
 
+def test_roofline_counts_per_tile_at_any_batch(tiny_model: Path) -> None:
+    """The roofline is timed at the Enhancer's tile batch (GPUs run 8) but counted per tile."""
+    import torch
+
+    from tcan_live.bench.model import conv_roofline_s, conv_shapes
+    from tcan_live.sr.model import load_generator
+
+    cpu = torch.device("cpu")
+    _, gen = load_generator(tiny_model)
+    shapes = conv_shapes(gen, (64, 64), cpu)
+    one, three = (conv_roofline_s(shapes, cpu, None, torch.contiguous_format, 0.01, batch=b)
+                  for b in (1, 3))
+    assert one[0] == three[0] > 0 and one[1] > 0 and three[1] > 0
+
+
 def test_dominant_conv_is_the_one_with_most_flops() -> None:
     from tcan_live.bench.model import dominant_conv
 

@@ -99,15 +99,16 @@ def dominant_conv(shapes: dict[tuple[int, int, int, int, int], int]) -> tuple[in
 
 def conv_roofline_s(shapes: dict[tuple[int, int, int, int, int], int], device: torch.device,
                     dtype: torch.dtype | None, memory_format: torch.memory_format,
-                    seconds: float = 0.4) -> tuple[float, float]:
+                    seconds: float = 0.4, batch: int = 1) -> tuple[float, float]:
     """(FLOPs, seconds) of one tile's convolutions if each ran at the speed measured for that
-    exact layer shape on its own: the time the model would take if everything but the
-    convolutions were free and every convolution ran at this machine's speed for it."""
+    exact layer shape on its own, in batches of ``batch`` tiles (the Enhancer's): the time the
+    model would take if everything but the convolutions were free and every convolution ran
+    at this machine's speed for it."""
     flops = total = 0.0
     for (cin, cout, k, h, w), count in shapes.items():
-        f, per = conv_time_s(cin, cout, k, (1, h, w), device, dtype, seconds, memory_format)
-        flops += f * count
-        total += per * count
+        f, per = conv_time_s(cin, cout, k, (batch, h, w), device, dtype, seconds, memory_format)
+        flops += f / batch * count
+        total += per / batch * count
     return flops, total
 
 
@@ -135,12 +136,13 @@ def spectra_s(enhancer: Any, side: tuple[int, int], seconds: float = 0.4) -> tup
     atts = [m for m in enhancer.generator.modules() if isinstance(m, FourierChannelAttention)]
     if not atts:
         return 0.0, 0.0
-    y = torch.randn(1, atts[0].spectral.in_channels, *side, device=enhancer.device)
+    batch = enhancer.batch  # per tile, in the batches the Enhancer runs
+    y = torch.randn(batch, atts[0].spectral.in_channels, *side, device=enhancer.device)
     y = y.contiguous(memory_format=enhancer.memory_format)
     with torch.inference_mode():
         fft = _fastest_s(lambda: torch.fft.rfft2(y, norm="ortho"), enhancer.device, seconds)
         whole = _fastest_s(lambda: atts[0]._spectrum(y), enhancer.device, seconds)
-    return fft * len(atts), whole * len(atts)
+    return fft * len(atts) / batch, whole * len(atts) / batch
 
 
 def stage_times(enhancer: Any, size: int, repeats: int) -> dict[str, float]:
@@ -224,7 +226,8 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
         shapes = conv_shapes(enh.generator, hw, dev)
         width, at = dominant_conv(shapes)
         peak(width, at)
-        plans.append((tiles, hw, width, at, *conv_roofline_s(shapes, dev, enh.dtype, fmt),
+        plans.append((tiles, hw, width, at,
+                      *conv_roofline_s(shapes, dev, enh.dtype, fmt, batch=enh.batch),
                       spectra_s(enh, hw)))
     best = max(peaks.values())
     rows, stages = [], []
@@ -300,24 +303,27 @@ def bench_from_cli(args: argparse.Namespace) -> int:
            f"CUDA graphs {'on' if info['cuda_graphs'] else 'off'}"
            if info["device"].startswith("cuda") else "") + ".",
         "",
-        f"Measured 3x3-convolution peaks in the same run (GFLOP/s; best of batch 1 and 4, NCHW "
+        "Measured 3x3-convolution peaks in the same run (GFLOP/s; best of batch "
+        f"{' and '.join(str(b) for b in sorted({1, 4, info['batch']}))}, NCHW "
         f"and channels_last, fastest of 3 bursts; {info['precision']}): {peaks}. The 'dominant "
         "conv' is the C->C 3x3 convolution that carries most of the model's FLOPs at the tile "
         "size used (the issue's 'peak for the model's dominant operation, a 3x3 convolution at "
         "the model's width'); 'best conv peak' is the fastest of all those measured, a "
         "stricter yardstick. Conv roofline: every convolution layer of one tile timed on its "
-        f"own at its real shape and batch 1 ({roof} GFLOP/s for the sizes in order); 'ratio to "
+        f"own at its real shape, in batches of {info['batch']} tiles as the Enhancer runs them "
+        f"({roof} GFLOP/s for the sizes in order); 'ratio to "
         "conv roofline' = that ideal time / the measured forward time (1.0 = nothing but "
         "convolutions costs time). FLOPs from torch's FlopCounterMode (convolutions and "
         "matmuls; FFT, activations and pooling not counted), as executed, tile overlaps "
         "included; 'executed / useful' is that over the FLOPs of every pixel through the "
         "network once. 'FFT / spectra ms/tile': the Fourier attention's real FFTs of one tile, "
         "and its whole spectra (FFT, magnitude, power, layout) as the Enhancer computes them, "
-        "each timed on its own: work the FLOP counter does not count. 'ceiling: convs + FFTs' "
-        "= the ratio to the dominant-conv peak if every convolution ran at its roofline speed, "
-        "the FFTs cost what they cost alone and every other operation were free: no "
-        "implementation of this model that uses this PyTorch's FFT can pass it on this "
-        "machine; 'ceiling: convs + spectra' is the same with the spectra as computed here.",
+        "each timed on its own at the same batch: work the FLOP counter does not count. "
+        "'ceiling: convs + FFTs' = the ratio to the dominant-conv peak if every convolution "
+        "ran at its roofline speed, the FFTs cost what they cost alone and every other "
+        "operation were free: no implementation of this model that uses this PyTorch's FFT "
+        "can pass it on this machine; 'ceiling: convs + spectra' is the same with the spectra "
+        "as computed here.",
         "", table(rows), "", "Stage breakdown (median ms per frame):", "", table(stages)])
     section = f"bench-{info['device'].split(':')[0]}" + (f"-{args.preset}" if args.preset else "")
     if info["precision"] != "float32":
