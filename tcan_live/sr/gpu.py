@@ -132,6 +132,10 @@ class GraphedForward:
         return out
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.cuda.device(x.device):  # captures and replays on the input's card
+            return self._call(x)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
         key = tuple(x.shape)
         if key in self.eager_shapes:
             return self._eager(x)
