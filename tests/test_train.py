@@ -67,6 +67,20 @@ def test_resume_reproduces_the_uninterrupted_run(pairs_dir: Path, tmp_path: Path
     assert a[1]["rng"] == b[1]["rng"]
 
 
+def test_resume_with_a_lower_learning_rate_applies_it(pairs_dir: Path, tmp_path: Path) -> None:
+    """A decay phase: the optimisers' moments come back from the checkpoint, the rates from
+    the new settings."""
+    pairs = load_pairs(pairs_dir)
+    Trainer(_cfg(steps=3), pairs, tmp_path / "m").run()
+    decay = Trainer(_cfg(steps=6, lr_g=2e-5, lr_d=1e-5), pairs, tmp_path / "m")
+    assert decay.resume() and decay.step == 3
+    assert [g["lr"] for g in decay.opt_g.param_groups] == [2e-5]
+    assert [g["lr"] for g in decay.opt_d.param_groups] == [1e-5]
+    assert decay.opt_g.state  # Adam's moments restored, not restarted
+    same = Trainer(_cfg(steps=6), pairs, tmp_path / "m")
+    assert same.resume() and [g["lr"] for g in same.opt_g.param_groups] == [1e-4]
+
+
 def test_interrupted_run_can_be_continued_from_the_cli(pairs_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-model"
     args = ["train", str(pairs_dir), "--out", str(out), "--preset", "tiny", "--patch", "32",

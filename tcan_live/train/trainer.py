@@ -266,6 +266,9 @@ class Trainer:
         self.ema = {k: v.to(self.device) for k, v in part("ema").items()}
         self.opt_g.load_state_dict(unflatten_optimizer("opt_g", tensors, meta["opt_g_groups"]))
         self.opt_d.load_state_dict(unflatten_optimizer("opt_d", tensors, meta["opt_d_groups"]))
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:  # a changed --lr-* takes effect (a decay phase)
+                group["lr"] = lr
         torch.set_rng_state(tensors["torch_rng"])
         self.rng.bit_generator.state = meta["rng"]
         self.step, self.elapsed_s = int(meta["step"]), float(meta["elapsed_s"])
