@@ -1,9 +1,10 @@
-"""The accelerator path (sr/gpu.py): tiles on the device and CUDA graphs.
+"""The Enhancer's torch side (sr/device.py) and CUDA graphs.
 
-The device stitcher and the on-device tiling run on any torch device, so they are checked on
-the CPU against the host path here; the CUDA-graph and CUDA-precision tests need a GPU and are
-skipped without one (they are run on a lent GPU machine, see docs/benchmarks.md, and are not
-counted as passing where they skip).
+The per-frame maths on the device and the two routes through the Enhancer (a frame on the
+model's grid goes to the device as it is; one on another grid is normalised and resampled by
+numpy first) run on any torch device and are checked on the CPU here; the CUDA-graph and CUDA
+precision tests need a GPU and are skipped without one (they were run on a lent H100 with
+tools/gpu_check.sh, see docs/benchmarks.md; they are not counted as passing where they skip).
 """
 
 from __future__ import annotations
@@ -14,50 +15,60 @@ import numpy as np
 import pytest
 import torch
 
+from tcan_live.sr.device import (
+    affine_on_device,
+    denormalize_on_device,
+    download,
+    normalize_on_device,
+    upload,
+)
 from tcan_live.sr.enhancer import Enhancer
-from tcan_live.sr.gpu import DeviceStitcher
-from tcan_live.sr.tiling import Stitcher, plan_tiles
+from tcan_live.sr.normalize import denormalize, normalize, percentile_affine
+from tcan_live.sr.tiling import plan_tiles
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CPU = torch.device("cpu")
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("shape", [(96, 96), (208, 144), (400, 272)])
-def test_device_stitcher_equals_the_host_one(shape: tuple[int, int],
-                                             rng: np.random.Generator) -> None:
-    tiles = plan_tiles(shape, 96, 32, 16)
-    host, dev = Stitcher(shape, 32), DeviceStitcher(shape, 32, torch.device("cpu"))
-    for t in tiles:
-        out = rng.standard_normal((t.h, t.w)).astype(np.float32)
-        host.add(t, out)
-        dev.add(t, torch.from_numpy(out))
-    np.testing.assert_allclose(dev.result().numpy(), host.result(), rtol=1e-5, atol=1e-6)
-    assert len(dev._weights) <= 9  # cached per window kind (corner, edge, inner), not per tile
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int32, ">f4"])
+def test_per_frame_maths_on_the_device_equal_numpys(dtype: str | type,
+                                                    rng: np.random.Generator) -> None:
+    img = rng.gamma(2.0, 60.0, (97, 203)).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        img[3, 4] = np.nan
+    t = upload(img, CPU)
+    assert t.dtype in (torch.uint8, torch.uint16, torch.float32)
+    want = percentile_affine(img, 1.0, 99.9)
+    if not t.is_floating_point():
+        got = affine_on_device(t, 1.0, 99.9)
+        assert (got.lo, got.hi) == (want.lo, want.hi)
+    np.testing.assert_array_equal(download(normalize_on_device(t, want)), normalize(img, want))
+    y = rng.random((97, 203)).astype(np.float32)
+    np.testing.assert_array_equal(download(denormalize_on_device(torch.from_numpy(y), want)),
+                                  denormalize(y, want))
 
 
 @pytest.mark.parametrize("fused", [False, True])
-@pytest.mark.parametrize(("dtype", "pixel_um"), [(np.float32, 0.05), (np.uint16, 0.05),
-                                                 (np.float32, 0.065), (np.int32, 0.05)])
-def test_frames_on_the_device_equal_frames_through_the_host(
-        tiny_model: Path, fused: bool, dtype: type, pixel_um: float,
-        rng: np.random.Generator) -> None:
-    """On the model's grid the whole frame goes to the device (8/16-bit as is: histogram
-    percentiles counted there); off it, numpy resamples and the tiles go to the device."""
-    img = rng.gamma(2.0, 300.0, (300, 233)).astype(dtype)  # several tiles, ragged edges
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int32])
+def test_both_routes_through_the_enhancer_agree(tiny_model: Path, fused: bool, dtype: type,
+                                               rng: np.random.Generator) -> None:
+    """A pixel size 3e-6 off the model's is not the same grid, so the frame takes the numpy
+    route (normalise, resample, which at that factor keeps the shape and the pixels); on the
+    grid it goes to the device as it is. Several tiles, ragged edges, NaN for floats."""
+    img = rng.gamma(2.0, 300.0, (300, 233)).astype(dtype)
     if dtype == np.float32:
         img[3, 4] = np.nan
-    host = Enhancer(str(tiny_model), device="cpu", fused=fused, batch=2)
-    dev = Enhancer(str(tiny_model), device="cpu", fused=fused, batch=2, device_tiles=True)
-    assert not host.device_tiles and dev.device_tiles
-    a, b = host.enhance(img, pixel_um), dev.enhance(img, pixel_um)
-    assert a.tile == b.tile and b.image.shape == img.shape and b.image.dtype == np.float32
-    assert (b.affine.lo, b.affine.hi) == pytest.approx((a.affine.lo, a.affine.hi), rel=1e-12)
-    assert b.pixel_size_um == a.pixel_size_um == pixel_um
-    np.testing.assert_allclose(b.image, a.image, rtol=1e-5, atol=1e-5 * a.affine.scale)
-    assert set(b.timings_ms) == set(a.timings_ms)
+    enh = Enhancer(str(tiny_model), device="cpu", fused=fused, batch=2)
+    a, b = enh.enhance(img, 0.05), enh.enhance(img, 0.05 * (1 + 3e-6))
+    assert a.tile == b.tile and a.image.shape == img.shape and a.image.dtype == np.float32
+    assert (a.affine.lo, a.affine.hi) == (b.affine.lo, b.affine.hi)
+    np.testing.assert_allclose(a.image, b.image, rtol=1e-5, atol=1e-5 * a.affine.scale)
+    assert set(a.timings_ms) == set(b.timings_ms)
+    assert b.timings_ms["resample"] > 0 == a.timings_ms["resample"]
 
 
 def test_cuda_graphs_are_refused_without_cuda(tiny_model: Path) -> None:
@@ -86,7 +97,7 @@ def test_cuda_defaults_match_the_cpu() -> None:
     img = _frame(600, 1)
     ref = Enhancer(device="cpu").enhance(img, 0.05).image
     gpu = Enhancer(device="cuda")
-    assert gpu.dtype == torch.bfloat16 and gpu.graphed is not None and gpu.device_tiles
+    assert gpu.dtype == torch.bfloat16 and gpu.graphed is not None
     fp32 = Enhancer(device="cuda", precision="fp32")
     for _ in range(2):  # the second call replays the graphs captured by the first
         assert _rel(fp32.enhance(img, 0.05).image, ref) < 5e-3
@@ -96,11 +107,10 @@ def test_cuda_defaults_match_the_cpu() -> None:
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_graphs_and_device_tiles_equal_the_eager_host_path(precision: str) -> None:
+def test_graphs_equal_the_eager_forward(precision: str) -> None:
     """Frames of three sizes in turn (several graphs sharing one memory pool, the remainder
-    batch included), each twice: every output equals the eager, host-tiled one."""
-    eager = Enhancer(device="cuda", precision=precision, cuda_graphs=False, device_tiles=False,
-                     batch=3)
+    batch included), each twice: every output equals the eager one."""
+    eager = Enhancer(device="cuda", precision=precision, cuda_graphs=False, batch=3)
     fast = Enhancer(device="cuda", precision=precision, batch=3)
     assert fast.graphed is not None and eager.graphed is None
     frames = [_frame(s, s) for s in (512, 1000, 256)]

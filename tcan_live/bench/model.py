@@ -270,8 +270,7 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
             "precision": str(enh.dtype or torch.float32).replace("torch.", ""),
             "memory_format": "channels_last" if fmt == torch.channels_last else "NCHW",
             "peaks": peaks, "roofline": [p[4] / p[5] / 1e9 for p in plans], "batch": enh.batch,
-            "fused": enh.fused, "device_tiles": enh.device_tiles,
-            "cuda_graphs": enh.graphed is not None}
+            "fused": enh.fused, "cuda_graphs": enh.graphed is not None}
     return rows, stages, info
 
 
@@ -299,8 +298,7 @@ def bench_from_cli(args: argparse.Namespace) -> int:
         f"Model {info['model']} on {info['device']}, tiles up to {info['tile']} px (overlap "
         f"{info['overlap']}), batch {info['batch']}, {info['precision']}, "
         f"{info['memory_format']}, {'fused' if info['fused'] else 'unfused'} forward"
-        + (f", tiles {'on the device' if info['device_tiles'] else 'through the host'}, "
-           f"CUDA graphs {'on' if info['cuda_graphs'] else 'off'}"
+        + (f", CUDA graphs {'on' if info['cuda_graphs'] else 'off'}"
            if info["device"].startswith("cuda") else "") + ".",
         "",
         "Measured 3x3-convolution peaks in the same run (GFLOP/s; best of batch "

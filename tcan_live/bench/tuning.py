@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import os
 import subprocess
@@ -106,13 +105,7 @@ def enhancer_rows(model: str | None, size: int, repeats: int,
         add("torch.compile (inductor, freezing; compiled before timing)", comp)
     # grad mode: the Enhancer's forward runs under inference_mode; the same under no_grad
     nograd = Enhancer(model, device="cpu", warmup=False)
-    raw_forward = inspect.unwrap(Enhancer._forward)
-
-    def under_no_grad(stack: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out: np.ndarray = raw_forward(nograd, stack)
-        return out
-    nograd._forward = under_no_grad  # type: ignore[method-assign]
+    nograd.grad_mode = torch.no_grad  # type: ignore[assignment]
     add("no_grad instead of inference_mode", nograd)
     times = _interleaved_s(variants, repeats)
     ref = next(iter(times.values()))
@@ -218,10 +211,8 @@ def gpu_rows(model: str | None, size: int, repeats: int) -> list[dict[str, objec
 
     base = Enhancer(model, device="cuda", warmup=False)
     row(f"default (bf16 autocast, tiles <= {base.tile} px, batch {base.batch}, CUDA graphs, "
-        "tiles on the device, channels_last)")
+        "channels_last)")
     row("CUDA graphs off", cuda_graphs=False)
-    row("tiles through the host (numpy cut and stitch)", device_tiles=False)
-    row("graphs off and tiles through the host", cuda_graphs=False, device_tiles=False)
     row("NCHW instead of channels_last", channels_last=False)
     row("fp16 autocast", precision="fp16")
     row("fp32 (TF32 convolutions, PyTorch's default)", precision="fp32")

@@ -2,11 +2,10 @@
 
 Per frame: percentile normalisation -> resample to the model's pixel size -> overlapping tiles
 -> generator (batched) -> blended stitch -> resample back to the input grid (unless asked to keep
-the model grid) -> denormalisation to the input's intensity units. On the CPU every step but the
-forward pass is numpy. On CUDA (``device_tiles``, the default there) a frame on the model's grid
-is uploaded once and normalised, tiled, stitched and denormalised on the device (sr/gpu.py),
-and the forward is replayed from CUDA graphs (``cuda_graphs``); a frame that needs resampling
-is normalised and resampled by numpy first.
+the model grid) -> denormalisation to the input's intensity units. A frame on the model's grid
+goes to the device as it is and every step runs there (sr/device.py, sr/tiling.py); a frame on
+another grid is normalised and resampled by numpy/scipy, and its result resampled back. On
+CUDA the forward is replayed from CUDA graphs (``cuda_graphs``).
 """
 
 from __future__ import annotations
@@ -15,25 +14,22 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from tcan_live.errors import UnsupportedInputError
 from tcan_live.sr.card import Card, resolve_model
-from tcan_live.sr.fused import FusedCPUGenerator, fused_available
-from tcan_live.sr.gpu import (
-    DeviceStitcher,
+from tcan_live.sr.device import (
     GraphedForward,
     affine_on_device,
     denormalize_on_device,
     download,
     graphs_available,
     normalize_on_device,
-    pad_on_device,
     upload,
 )
+from tcan_live.sr.fused import FusedCPUGenerator, fused_available
 from tcan_live.sr.hostmem import retain_freed_memory
 from tcan_live.sr.model import load_generator
 from tcan_live.sr.network import UNET_DEPTH
@@ -76,7 +72,7 @@ class Enhancer:
         overlap: int | None = None, batch: int | None = None, precision: str = "auto",
         memory_budget_px: int | None = None, warmup: bool = True,
         channels_last: bool | None = None, fused: bool | None = None,
-        device_tiles: bool | None = None, cuda_graphs: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         retain_freed_memory()  # activations reuse heap memory, tile after tile (see hostmem)
         self.folder = resolve_model(model)
@@ -108,16 +104,14 @@ class Enhancer:
         self.fused = applies if fused is None else bool(fused)
         self.forward_module: torch.nn.Module = (
             FusedCPUGenerator(self.generator) if self.fused else self.generator)
-        # accelerators: tiles cut and stitched on the device (the frame crosses the link once
-        # each way) and the forward replayed from CUDA graphs (docs/benchmarks.md, tuning-gpu)
-        on_cuda = self.device.type == "cuda"
-        self.device_tiles = on_cuda if device_tiles is None else bool(device_tiles)
+        # on CUDA the forward is replayed from CUDA graphs (docs/benchmarks.md, tuning-gpu)
+        self.grad_mode = torch.inference_mode  # the tuning bench compares no_grad
         if cuda_graphs and not graphs_available(self.device):
             raise ValueError("CUDA graphs need a CUDA device")
         self.graphed: GraphedForward | None = None
         if graphs_available(self.device) if cuda_graphs is None else cuda_graphs:
             self.graphed = GraphedForward(self.forward_module, self.dtype)
-        if on_cuda:
+        if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles have few fixed shapes
         if warmup:
             self.warmup()
@@ -151,7 +145,8 @@ class Enhancer:
 
     def warmup(self) -> None:
         t0 = time.perf_counter()
-        self._tiled(np.zeros((self.tile, self.tile), np.float32), {})
+        with self.grad_mode():
+            self._tiled(torch.zeros((self.tile, self.tile), device=self.device), {})
         log.info("model %s warmed up on %s in %.0f ms", self.model_id, self.device,
                  1000 * (time.perf_counter() - t0))
 
@@ -169,6 +164,7 @@ class Enhancer:
 
         def lap(name: str) -> None:
             nonlocal clock
+            self._sync()
             now = time.perf_counter()
             times[name] = 1000 * (now - clock)
             clock = now
@@ -179,42 +175,41 @@ class Enhancer:
         if pixel_size_um is None:
             log.debug("%s: no pixel size, assuming the model's %.4g um", source, model_px)
         check_factor(src_px / model_px, src_px, model_px, source)
-        if self.device_tiles and same_grid(src_px, model_px):
-            # the whole frame on the device: one upload (8/16-bit as is), one download
-            with torch.inference_mode():
+        on_grid = same_grid(src_px, model_px)
+        with self.grad_mode():
+            if on_grid:  # the frame goes to the device as it is (16-bit: half the bytes)
                 frame = upload(image, self.device)
                 affine = (percentile_affine(image, norm.low, norm.high)
                           if frame.is_floating_point()
                           else affine_on_device(frame, norm.low, norm.high))
-                xd = normalize_on_device(frame, affine)
-                self._sync()
+                x = normalize_on_device(frame, affine)
                 lap("normalise")
                 times["resample"] = 0.0
-                yd, tile = self._tiled(xd, times)
-                clock = time.perf_counter()
+            else:  # numpy (scipy) resamples, then the frame goes to the device
+                affine = percentile_affine(image, norm.low, norm.high)
+                xn = normalize(image, affine)
+                lap("normalise")
+                x = upload(resample(xn, src_px, model_px), self.device)
+                lap("resample")
+            y, tile = self._tiled(x, times)
+            clock = time.perf_counter()
+            if on_grid:
                 times["resample_back"] = 0.0
-                result = download(denormalize_on_device(yd, affine))
-            lap("denormalise")
-            return EnhanceResult(result, src_px if pixel_size_um else None, affine, times, tile)
-        affine = percentile_affine(image, norm.low, norm.high)
-        x = normalize(image, affine)
-        lap("normalise")
-        xm = resample(x, src_px, model_px)
-        lap("resample")
-        ym, tile = self._tiled(xm, times)
-        clock = time.perf_counter()
-        if keep_model_grid:
-            out, out_px = ym, model_px
-        else:
-            out, out_px = resample_to_shape(ym, image.shape), src_px
-        lap("resample_back")
-        result = denormalize(out, affine)
+                result = download(denormalize_on_device(y, affine))
+                out_px = model_px if keep_model_grid else src_px
+            else:
+                ym = download(y)
+                if keep_model_grid:
+                    out, out_px = ym, model_px
+                else:
+                    out, out_px = resample_to_shape(ym, image.shape), src_px
+                lap("resample_back")
+                result = denormalize(out, affine)
         lap("denormalise")
         return EnhanceResult(result, out_px if pixel_size_um else None, affine, times, tile)
 
-    def _tiled(self, x: Any, times: dict[str, float]) -> tuple[Any, int]:
-        """Tiles through the network with out-of-memory fallbacks: a numpy frame gives a numpy
-        result; a device tensor (the on-device path) a device tensor."""
+    def _tiled(self, x: torch.Tensor, times: dict[str, float]) -> tuple[torch.Tensor, int]:
+        """Tiles through the network, with the out-of-memory fallbacks."""
         tile, batch = self.tile, self.batch
         while True:
             try:
@@ -235,58 +230,23 @@ class Enhancer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _run_tiles(self, image: Any, tile: int, batch: int, times: dict[str, float]) -> Any:
-        if self.device_tiles:
-            on_device = self._run_tiles_on_device(image, tile, batch, times)
-            if isinstance(image, torch.Tensor):
-                return on_device
-            t0 = time.perf_counter()
-            host = download(on_device)
-            times["stitch"] += 1000 * (time.perf_counter() - t0)
-            return host
+    def _run_tiles(self, frame: torch.Tensor, tile: int, batch: int,
+                   times: dict[str, float]) -> torch.Tensor:
+        """A normalised frame on the device -> the network's output for it, there: padded,
+        tiles sliced from it in batches, outputs blended (:class:`Stitcher`), cropped."""
         overlap = min(self.overlap, tile // 2)
         t0 = time.perf_counter()
-        x = pad_to(image, ALIGN)
-        tiles = plan_tiles(x.shape, tile, overlap, ALIGN)
-        stitcher = Stitcher(x.shape, overlap)
-        times["tile"] = 1000 * (time.perf_counter() - t0)
-        fwd = stitch = 0.0
-        for i in range(0, len(tiles), batch):
-            group: list[Tile] = tiles[i : i + batch]
-            stack = np.stack([x[t.slices] for t in group])
-            t1 = time.perf_counter()
-            out = self._forward(stack)
-            t2 = time.perf_counter()
-            for t, o in zip(group, out, strict=True):
-                stitcher.add(t, o)
-            fwd += t2 - t1
-            stitch += time.perf_counter() - t2
-        t3 = time.perf_counter()
-        result = stitcher.result()[: image.shape[0], : image.shape[1]]
-        times["forward"] = 1000 * fwd
-        times["stitch"] = 1000 * (stitch + time.perf_counter() - t3)
-        return result
-
-    @torch.inference_mode()
-    def _run_tiles_on_device(self, image: np.ndarray | torch.Tensor, tile: int, batch: int,
-                             times: dict[str, float]) -> torch.Tensor:
-        """:meth:`_run_tiles` with the frame on the device (uploaded once if it is not),
-        tiles sliced from device memory and stitched there
-        (:class:`~tcan_live.sr.gpu.DeviceStitcher`); the result stays on the device."""
-        overlap = min(self.overlap, tile // 2)
-        t0 = time.perf_counter()
-        xd = (pad_on_device(image, ALIGN) if isinstance(image, torch.Tensor)
-              else upload(pad_to(image, ALIGN), self.device))
-        shape = (int(xd.shape[0]), int(xd.shape[1]))
+        x = pad_to(frame, ALIGN)
+        shape = (int(x.shape[0]), int(x.shape[1]))
         tiles = plan_tiles(shape, tile, overlap, ALIGN)
-        stitcher = DeviceStitcher(shape, overlap, self.device)
+        stitcher = Stitcher(shape, overlap, self.device)
         self._sync()
         times["tile"] = 1000 * (time.perf_counter() - t0)
         fwd = stitch = 0.0
         for i in range(0, len(tiles), batch):
             group: list[Tile] = tiles[i : i + batch]
             t1 = time.perf_counter()
-            stack = torch.stack([xd[t.slices] for t in group])[:, None]
+            stack = torch.stack([x[t.slices] for t in group])[:, None]
             out = self._forward_tensor(stack.contiguous(memory_format=self.memory_format))
             self._sync()
             t2 = time.perf_counter()
@@ -296,18 +256,11 @@ class Enhancer:
             fwd += t2 - t1
             stitch += time.perf_counter() - t2
         t3 = time.perf_counter()
-        result = stitcher.result()[: image.shape[0], : image.shape[1]]
+        result = stitcher.result()[: frame.shape[0], : frame.shape[1]]
         self._sync()
         times["forward"] = 1000 * fwd
         times["stitch"] = 1000 * (stitch + time.perf_counter() - t3)
         return result
-
-    @torch.inference_mode()
-    def _forward(self, stack: np.ndarray) -> np.ndarray:
-        """(N, H, W) float32 normalised tiles -> (N, H, W) float32 outputs."""
-        t = upload(stack.astype(np.float32, copy=False), self.device)[:, None]
-        return download(self._forward_tensor(t.contiguous(memory_format=self.memory_format))[
-            :, 0])
 
     def _forward_tensor(self, t: torch.Tensor) -> torch.Tensor:
         """(N, 1, H, W) normalised tiles on the device -> (N, 1, H, W) outputs; the tensor

@@ -1,4 +1,4 @@
-"""Overlapping tiles and smooth blending (numpy only).
+"""Overlapping tiles and smooth blending.
 
 Tiles are all the same size (so they batch) and spread evenly: ``tile`` is the largest side
 allowed, and the planner picks the fewest tiles per axis that keep at least ``overlap`` pixels
@@ -7,16 +7,18 @@ shared between neighbours, then the smallest (aligned) side that covers the axis
 the last one pushed against the edge took three: less redundant work. Each tile's output is
 weighted by a separable window that ramps from ~0 to 1 over the overlap on edges shared with
 another tile (raised cosine) and is flat on the image border, and the weighted outputs are
-summed and divided by the summed weights.
+summed and divided by the summed weights. The plan is plain Python; padding and blending are
+torch, on the device the network runs on (tiles are slices of the frame there).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,15 @@ def plan_tiles(shape: tuple[int, int], tile: int, overlap: int, align: int = 1) 
     return [Tile(y, x, th, tw) for y in ys for x in xs]
 
 
-def pad_to(image: np.ndarray, multiple: int) -> np.ndarray:
-    """Pad bottom/right to a multiple, reflecting like the network's own padding."""
-    h, w = image.shape
+def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad a 2-D frame bottom/right to a multiple, reflecting like the network's own padding
+    (numpy's and torch's 'reflect' agree); 'replicate' where the frame is too small."""
+    h, w = x.shape
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph == 0 and pw == 0:
-        return image
-    if ph < h and pw < w:
-        return np.pad(image, ((0, ph), (0, pw)), mode="reflect")
-    return np.pad(image, ((0, ph), (0, pw)), mode="edge")
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x[None, None], (0, pw, 0, ph), mode=mode)[0, 0]
 
 
 def _ramp(n: int, overlap: int, start_edge: bool, end_edge: bool) -> np.ndarray:
@@ -94,23 +96,29 @@ def tile_weight(t: Tile, shape: tuple[int, int], overlap: int) -> np.ndarray:
     return wy[:, None] * wx[None, :]
 
 
-def extract(image: np.ndarray, tiles: list[Tile]) -> Iterator[np.ndarray]:
-    for t in tiles:
-        yield image[t.slices]
-
-
 class Stitcher:
-    """Accumulates weighted tile outputs into the full image."""
+    """Accumulates weighted tile outputs into the full image, on ``device``."""
 
-    def __init__(self, shape: tuple[int, int], overlap: int) -> None:
-        self.shape, self.overlap = shape, overlap
-        self.acc = np.zeros(shape, np.float32)
-        self.norm = np.zeros(shape, np.float32)
+    def __init__(self, shape: tuple[int, int], overlap: int,
+                 device: torch.device | str = "cpu") -> None:
+        self.shape, self.overlap, self.device = shape, overlap, torch.device(device)
+        self.acc = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        self.norm = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        self._weights: dict[tuple[int, ...], torch.Tensor] = {}
 
-    def add(self, t: Tile, out: np.ndarray) -> None:
-        wgt = tile_weight(t, self.shape, self.overlap)
-        self.acc[t.slices] += out * wgt
+    def _weight(self, t: Tile) -> torch.Tensor:
+        # the window depends on the tile's size and on which of its edges touch the border
+        key = (t.h, t.w, t.y == 0, t.x == 0, t.y + t.h >= self.shape[0],
+               t.x + t.w >= self.shape[1])
+        if key not in self._weights:
+            wgt = torch.from_numpy(tile_weight(t, self.shape, self.overlap))
+            self._weights[key] = wgt.to(self.device)
+        return self._weights[key]
+
+    def add(self, t: Tile, out: torch.Tensor) -> None:
+        wgt = self._weight(t)
+        self.acc[t.slices].addcmul_(out.float(), wgt)
         self.norm[t.slices] += wgt
 
-    def result(self) -> np.ndarray:
-        return self.acc / np.maximum(self.norm, 1e-12)
+    def result(self) -> torch.Tensor:
+        return self.acc / self.norm.clamp_min(1e-12)

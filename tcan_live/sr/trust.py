@@ -120,7 +120,7 @@ def trust_check_on_device(
     sigma, 'reflect' edges) as float32 multiply-adds, the same float64 sums."""
     import torch
 
-    from tcan_live.sr.gpu import normalize_on_device, upload
+    from tcan_live.sr.device import normalize_on_device, upload
 
     if raw.shape != enhanced.shape:
         raise ValueError(f"raw {raw.shape} and enhanced {enhanced.shape} differ in shape")

@@ -1,18 +1,15 @@
-"""Accelerator side of the Enhancer: tiles cut and stitched where the network runs, and the
-network's forward replayed from CUDA graphs.
+"""The Enhancer's torch side, on whatever device the network runs on: frames up and down
+(page-locked on CUDA), their percentiles, normalisation and denormalisation there (the numpy
+functions' numbers; tests compare them), and the forward replayed from CUDA graphs.
 
-* :class:`DeviceStitcher` is :class:`tcan_live.sr.tiling.Stitcher` in torch: the same blending
-  windows, accumulated on the device. With it a frame crosses the host-device link twice (the
-  normalised frame up, the stitched result down) instead of once per batch of tiles each way,
-  and the tiles are cut by slicing device memory, not by copies through numpy.
+* A frame crosses the host-device link twice (the frame up, 16-bit frames as they are, and the
+  result down); tiles are slices of the frame in device memory and are blended there
+  (:class:`tcan_live.sr.tiling.Stitcher`).
 * :class:`GraphedForward` captures the generator's forward once per input shape into a CUDA
   graph and replays it: one launch instead of several hundred kernel launches from Python per
   batch. Shapes are few (the batch of full tiles, the remainder batch, the warm-up tile), the
   graphs share one memory pool, and every replay's output is consumed (accumulated or copied)
   before the next replay, which is what makes the shared pool safe.
-
-Both work on any device in principle; the Enhancer uses them on CUDA (defaults) and the tests
-compare them with the host path there and, for the stitcher, on the CPU.
 """
 
 from __future__ import annotations
@@ -22,10 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tcan_live.sr.normalize import Affine, affine_from_cumulative
-from tcan_live.sr.tiling import Tile, tile_weight
 
 log = logging.getLogger(__name__)
 
@@ -70,43 +65,6 @@ def normalize_on_device(t: torch.Tensor, affine: Affine) -> torch.Tensor:
 
 def denormalize_on_device(t: torch.Tensor, affine: Affine) -> torch.Tensor:
     return t.float() * float(np.float32(affine.scale)) + float(np.float32(affine.lo))
-
-
-def pad_on_device(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """:func:`~tcan_live.sr.tiling.pad_to` for a 2-D tensor (torch's 'reflect' is numpy's)."""
-    h, w = x.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x[None, None], (0, pw, 0, ph), mode=mode)[0, 0]
-
-
-class DeviceStitcher:
-    """Accumulates weighted tile outputs into the full image, on ``device``."""
-
-    def __init__(self, shape: tuple[int, int], overlap: int, device: torch.device) -> None:
-        self.shape, self.overlap, self.device = shape, overlap, device
-        self.acc = torch.zeros(shape, dtype=torch.float32, device=device)
-        self.norm = torch.zeros(shape, dtype=torch.float32, device=device)
-        self._weights: dict[tuple[int, ...], torch.Tensor] = {}
-
-    def _weight(self, t: Tile) -> torch.Tensor:
-        # the window depends on the tile's size and on which of its edges touch the border
-        key = (t.h, t.w, t.y == 0, t.x == 0, t.y + t.h >= self.shape[0],
-               t.x + t.w >= self.shape[1])
-        if key not in self._weights:
-            wgt = torch.from_numpy(tile_weight(t, self.shape, self.overlap))
-            self._weights[key] = wgt.to(self.device)
-        return self._weights[key]
-
-    def add(self, t: Tile, out: torch.Tensor) -> None:
-        wgt = self._weight(t)
-        self.acc[t.slices].addcmul_(out.float(), wgt)
-        self.norm[t.slices] += wgt
-
-    def result(self) -> torch.Tensor:
-        return self.acc / self.norm.clamp_min(1e-12)
 
 
 class GraphedForward:
