@@ -119,7 +119,7 @@ class Enhancer:
     # -- set-up --------------------------------------------------------------------------
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
         """auto: bf16 autocast on CUDA, fp32 on CPU. On a CPU with native oneDNN bf16
-        (AVX512-BF16, AMX) bf16 is 1.05-1.2x faster per frame than the fused fp32 forward (it
+        (AVX512-BF16, AMX) bf16 is 1.05-1.22x faster per frame than the fused fp32 forward (it
         runs the unfused one) but moves single pixels by up to several percent of the range
         (docs/benchmarks.md), so it is offered, not the default."""
         if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
