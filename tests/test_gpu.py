@@ -140,11 +140,14 @@ def test_out_of_memory_halves_the_batch_and_recaptures(caplog: pytest.LogCapture
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
-def test_trust_check_on_the_gpu_equals_the_numpy_one(dtype: type) -> None:
-    from tcan_live.sr.trust import trust_check, trust_check_on_device
+def test_trust_check_on_the_gpu_equals_the_cpu_one(dtype: type) -> None:
+    from tcan_live.sr.trust import trust_check
 
     raw = (_frame(700, 5) * 50).astype(dtype)
     out = Enhancer(device="cuda").enhance(raw, 0.05)
-    want = trust_check(raw, out.image, 0.05, affine=out.affine, residual=False)
-    got = trust_check_on_device(raw, out.image, 0.05, torch.device("cuda"), affine=out.affine)
+    want = trust_check(raw, out.image, 0.05, affine=out.affine)
+    got = trust_check(raw, out.image, 0.05, affine=out.affine, device="cuda")
     assert (got.score, got.nrmse) == pytest.approx((want.score, want.nrmse), rel=1e-5)
+    assert want.residual is not None and got.residual is not None
+    np.testing.assert_allclose(got.residual, want.residual,
+                               atol=1e-5 * float(np.abs(want.residual).max()))

@@ -131,15 +131,15 @@ def test_trust_check_matches_a_float64_reference(rng: np.random.Generator) -> No
 
 
 @pytest.mark.parametrize("camera", [False, True])
-def test_trust_check_on_device_equals_the_numpy_one(rng: np.random.Generator,
-                                                    camera: bool) -> None:
-    """The daemon's torch twin (here on the CPU; on a GPU in tests/test_gpu.py): the same
-    score and NRMSE, for float frames with NaNs and for 16-bit camera frames, odd shapes and
-    a blur wider than the image's short side included."""
+def test_trust_check_equals_scipys_float32_computation(rng: np.random.Generator,
+                                                       camera: bool) -> None:
+    """The torch implementation against the same maths in numpy/scipy (scipy's Gaussian,
+    float32 images, float64 sums): score, NRMSE and the residual map, for float frames with a
+    NaN and 16-bit camera frames, an odd shape, and a blur wider than the short side."""
     import torch
 
-    from tcan_live.sr.normalize import percentile_affine
-    from tcan_live.sr.trust import _gaussian_torch, trust_check_on_device
+    from tcan_live.sr.normalize import normalize, percentile_affine
+    from tcan_live.sr.trust import _gaussian_torch, _moments, sigma_px
 
     raw, good = _scene(rng, photons=50)
     raw = raw[:, :-3]
@@ -149,12 +149,18 @@ def test_trust_check_on_device_equals_the_numpy_one(rng: np.random.Generator,
     else:
         raw[5, 7] = np.nan
     aff = percentile_affine(raw)
-    want = trust_check(raw, out, 0.05, affine=aff, residual=False)
-    got = trust_check_on_device(raw, out, 0.05, torch.device("cpu"), affine=aff)
-    assert got.residual is None
-    assert (got.score, got.nrmse) == pytest.approx((want.score, want.nrmse), rel=1e-6)
-    assert got.score != pytest.approx(trust_check_on_device(
-        raw, np.roll(out, 5, axis=0), 0.05, torch.device("cpu"), affine=aff).score, rel=1e-3)
+    x, y = normalize(raw, aff), normalize(out, aff)
+    r = ndimage.gaussian_filter(y, sigma_px(np.sqrt(230.0**2 - 80.0**2), 0.05), mode="reflect")
+    m = _moments(r, x)
+    a, b = m.fit()
+    want_res = ndimage.gaussian_filter(r * np.float32(a) + np.float32(b) - x,
+                                       sigma_px(230.0, 0.05) / 2, mode="reflect")
+    got = trust_check(raw, out, 0.05, affine=aff)
+    assert (got.score, got.nrmse) == pytest.approx(m.score_nrmse(), rel=1e-6)
+    assert got.residual is not None and got.residual.dtype == np.float32
+    np.testing.assert_allclose(got.residual, want_res, atol=1e-5 * float(np.abs(want_res).max()))
+    assert got.score != pytest.approx(trust_check(raw, np.roll(out, 5, axis=0), 0.05,
+                                                  affine=aff).score, rel=1e-3)
     img = rng.random((5, 40)).astype(np.float32)
     np.testing.assert_allclose(_gaussian_torch(torch.from_numpy(img), 3.0).numpy(),
                                ndimage.gaussian_filter(img, 3.0, mode="reflect"), atol=1e-6)

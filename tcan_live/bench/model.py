@@ -152,7 +152,7 @@ def stage_times(enhancer: Any, size: int, repeats: int) -> dict[str, float]:
 
     from tcan_live.export.store import OutputStore
     from tcan_live.frame import Frame, FrameIndex
-    from tcan_live.sr.trust import trust_check_on_device
+    from tcan_live.sr.trust import trust_check
     from tcan_live.transport.publisher import ZmqPublisher
 
     rng = np.random.default_rng(0)
@@ -169,8 +169,8 @@ def stage_times(enhancer: Any, size: int, repeats: int) -> dict[str, float]:
                 read = time.perf_counter() - t0
                 res = enhancer.enhance(raw, enhancer.pixel_size_um)
                 t1 = time.perf_counter()
-                trust_check_on_device(raw, res.image, enhancer.pixel_size_um,  # as the
-                                      enhancer.device, affine=res.affine)  # daemon calls it
+                trust_check(raw, res.image, enhancer.pixel_size_um, affine=res.affine,
+                            residual=False, device=enhancer.device)  # as the daemon calls it
                 t2 = time.perf_counter()
                 store.add(Frame(raw, FrameIndex(t=r), stream="s"), res.image, 0.05)
                 t3 = time.perf_counter()

@@ -6,9 +6,9 @@ and compared with it: Pearson correlation (the ``score``, 1 = fully consistent) 
 (RMS of the difference over the input's standard deviation). The residual map is the fitted,
 re-blurred output minus the input, smoothed with the confocal PSF to suppress pixel noise:
 positive where the output claims signal that the input does not support, negative where it
-lost signal. numpy/scipy; :func:`trust_check_on_device` computes the same score and NRMSE
-with torch where the Enhancer runs on an accelerator (a 2048 px frame's check is then a few ms
-instead of a CPU's 0.1-0.2 s, which would otherwise be a third of the frame's time there).
+lost signal. Computed with torch on any device (the daemon's, so that on a GPU a 2048 px
+frame's check takes a few ms instead of a CPU's 0.1-0.2 s, a third of the frame's time there);
+the least-squares moments are shared with train/metrics.py (numpy).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
-from tcan_live.sr.normalize import Affine, normalize, percentile_affine
+from tcan_live.sr.normalize import Affine, percentile_affine
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -40,26 +39,38 @@ def sigma_px(fwhm_nm: float, pixel_size_um: float) -> float:
 def trust_check(
     raw: np.ndarray, enhanced: np.ndarray, pixel_size_um: float, *,
     confocal_fwhm_nm: float = 230.0, target_fwhm_nm: float = 80.0,
-    affine: Affine | None = None, residual: bool = True,
+    affine: Affine | None = None, residual: bool = True, device: Any = "cpu",
 ) -> TrustResult:
     """``affine``: the input's percentile normalisation if already computed (the Enhancer's
     ``EnhanceResult.affine``, same percentiles); ``residual=False`` skips the residual map
-    (the daemon publishes only the score and NRMSE). Images in float32, sums in float64."""
+    (the daemon publishes only the score and NRMSE); ``device``: where to compute (the
+    daemon passes the Enhancer's). Torch, images in float32, sums in float64; the Gaussian is
+    scipy's (truncated at 4 sigma, 'reflect' edges) as float32 multiply-adds."""
+    import torch
+
+    from tcan_live.sr.device import download, normalize_on_device, upload
+
     if raw.shape != enhanced.shape:
         raise ValueError(f"raw {raw.shape} and enhanced {enhanced.shape} differ in shape")
     aff = affine or percentile_affine(raw)
-    x = normalize(raw, aff)
-    y = normalize(enhanced, aff)
-    blur = math.sqrt(max(confocal_fwhm_nm**2 - target_fwhm_nm**2, 1.0))
-    r = ndimage.gaussian_filter(y, sigma_px(blur, pixel_size_um), mode="reflect")
-    m = _moments(r, x)
-    a, b = m.fit()
-    score, nrmse = m.score_nrmse()
-    res = None
-    if residual:
-        diff = r * np.float32(a) + np.float32(b) - x
-        res = ndimage.gaussian_filter(diff, sigma_px(confocal_fwhm_nm, pixel_size_um) / 2,
-                                      mode="reflect").astype(np.float32)
+    dev = torch.device(device)
+    with torch.inference_mode():
+        x, y = (normalize_on_device(upload(img, dev), aff) for img in (raw, enhanced))
+        blur = math.sqrt(max(confocal_fwhm_nm**2 - target_fwhm_nm**2, 1.0))
+        r = _gaussian_torch(y, sigma_px(blur, pixel_size_um))
+        n = r.numel()
+        sums = torch.stack([r.sum(dtype=torch.float64), x.sum(dtype=torch.float64),
+                            (r * r).sum(dtype=torch.float64), (x * x).sum(dtype=torch.float64),
+                            (r * x).sum(dtype=torch.float64)]).tolist()
+        mp, mt = sums[0] / n, sums[1] / n
+        m = _Moments(n, mp, mt, max(sums[2] - n * mp * mp, 0.0),
+                     max(sums[3] - n * mt * mt, 0.0), sums[4] - n * mp * mt)
+        score, nrmse = m.score_nrmse()
+        res = None
+        if residual:
+            a, b = (float(np.float32(v)) for v in m.fit())
+            res = download(_gaussian_torch(r * a + b - x,
+                                           sigma_px(confocal_fwhm_nm, pixel_size_um) / 2))
     return TrustResult(score, nrmse, res)
 
 
@@ -108,36 +119,6 @@ def _moments(p: np.ndarray, t: np.ndarray) -> _Moments:
 def _affine_fit(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     """Least-squares a, b minimising |a * pred + b - target|^2."""
     return _moments(pred, target).fit()
-
-
-def trust_check_on_device(
-    raw: np.ndarray, enhanced: np.ndarray, pixel_size_um: float, device: Any, *,
-    confocal_fwhm_nm: float = 230.0, target_fwhm_nm: float = 80.0,
-    affine: Affine | None = None,
-) -> TrustResult:
-    """:func:`trust_check` (score and NRMSE, no residual map) computed with torch on
-    ``device``: the same normalisation, the same Gaussian (scipy's kernel, truncated at 4
-    sigma, 'reflect' edges) as float32 multiply-adds, the same float64 sums."""
-    import torch
-
-    from tcan_live.sr.device import normalize_on_device, upload
-
-    if raw.shape != enhanced.shape:
-        raise ValueError(f"raw {raw.shape} and enhanced {enhanced.shape} differ in shape")
-    aff = affine or percentile_affine(raw)
-    with torch.inference_mode():
-        x, y = (normalize_on_device(upload(img, device), aff) for img in (raw, enhanced))
-        blur = math.sqrt(max(confocal_fwhm_nm**2 - target_fwhm_nm**2, 1.0))
-        r = _gaussian_torch(y, sigma_px(blur, pixel_size_um))
-        n = r.numel()
-        sums = torch.stack([r.sum(dtype=torch.float64), x.sum(dtype=torch.float64),
-                            (r * r).sum(dtype=torch.float64), (x * x).sum(dtype=torch.float64),
-                            (r * x).sum(dtype=torch.float64)]).tolist()
-    mp, mt = sums[0] / n, sums[1] / n
-    m = _Moments(n, mp, mt, max(sums[2] - n * mp * mp, 0.0), max(sums[3] - n * mt * mt, 0.0),
-                 sums[4] - n * mp * mt)
-    score, nrmse = m.score_nrmse()
-    return TrustResult(score, nrmse, None)
 
 
 def _gaussian_torch(img: Any, sigma: float, truncate: float = 4.0) -> Any:

@@ -53,7 +53,7 @@ def evaluate_pair(pair: Pair, enhance: Enhance, px: float, confocal_fwhm_nm: flo
         row["resolution_nm"] = decorrelation_resolution_nm(img, px)
         if method == "model":
             t = trust_check(pair.confocal, img, px, confocal_fwhm_nm=confocal_fwhm_nm,
-                            target_fwhm_nm=target_fwhm_nm)
+                            target_fwhm_nm=target_fwhm_nm, residual=False)
             row.update(trust_score=t.score, trust_nrmse=t.nrmse)
         rows.append(row)
     return rows
