@@ -109,7 +109,14 @@ def test_tiles_cover_and_identity_stitch_is_exact(
     for t in tiles:
         st.add(t, img[t.slices])
     np.testing.assert_allclose(st.result().numpy(), img.numpy(), rtol=1e-5, atol=1e-5)
-    assert len(st._weights) <= 9  # cached per window kind (corner, edge, inner), not per tile
+    from tcan_live.sr.tiling import _window
+
+    before = _window.cache_info()
+    again = Stitcher((img.shape[0], img.shape[1]), 32)  # the next frame of that size
+    for t in tiles:
+        again.add(t, img[t.slices])
+    assert _window.cache_info().misses == before.misses  # windows reused, not rebuilt
+    assert torch.equal(again.result(), st.result())
 
 
 @pytest.mark.parametrize("tile", [64, 128, 256, 320])

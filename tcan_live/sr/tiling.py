@@ -13,6 +13,7 @@ torch, on the device the network runs on (tiles are slices of the frame there).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -90,10 +91,15 @@ def _ramp(n: int, overlap: int, start_edge: bool, end_edge: bool) -> np.ndarray:
     return wgt
 
 
-def tile_weight(t: Tile, shape: tuple[int, int], overlap: int) -> np.ndarray:
-    wy = _ramp(t.h, overlap, t.y == 0, t.y + t.h >= shape[0])
-    wx = _ramp(t.w, overlap, t.x == 0, t.x + t.w >= shape[1])
-    return wy[:, None] * wx[None, :]
+@functools.lru_cache(maxsize=36)
+def _window(h: int, w: int, overlap: int, edges: tuple[bool, bool, bool, bool],
+            device: torch.device) -> torch.Tensor:
+    """A tile's blending window on ``device``, flat on the ``edges`` (top, left, bottom,
+    right) that touch the image border. Cached: a frame size has at most nine kinds, and the
+    next frame of that size reuses them (no per-frame upload)."""
+    wy = _ramp(h, overlap, edges[0], edges[2])
+    wx = _ramp(w, overlap, edges[1], edges[3])
+    return torch.from_numpy(wy[:, None] * wx[None, :]).to(device)
 
 
 class Stitcher:
@@ -104,16 +110,10 @@ class Stitcher:
         self.shape, self.overlap, self.device = shape, overlap, torch.device(device)
         self.acc = torch.zeros(shape, dtype=torch.float32, device=self.device)
         self.norm = torch.zeros(shape, dtype=torch.float32, device=self.device)
-        self._weights: dict[tuple[int, ...], torch.Tensor] = {}
 
     def _weight(self, t: Tile) -> torch.Tensor:
-        # the window depends on the tile's size and on which of its edges touch the border
-        key = (t.h, t.w, t.y == 0, t.x == 0, t.y + t.h >= self.shape[0],
-               t.x + t.w >= self.shape[1])
-        if key not in self._weights:
-            wgt = torch.from_numpy(tile_weight(t, self.shape, self.overlap))
-            self._weights[key] = wgt.to(self.device)
-        return self._weights[key]
+        edges = (t.y == 0, t.x == 0, t.y + t.h >= self.shape[0], t.x + t.w >= self.shape[1])
+        return _window(t.h, t.w, self.overlap, edges, self.device)
 
     def add(self, t: Tile, out: torch.Tensor) -> None:
         wgt = self._weight(t)
