@@ -2,7 +2,12 @@
 # One prepared run on a lent GPU machine (no network there): the GPU tests, `tcan-live bench`
 # for the paper-width model and the shipped one, and the GPU tuning table. Writes logs and the
 # updated docs/benchmarks.md to $OUT. Packages the machine lacks travel as wheels in .whl/
-# (pyzmq, pydantic and its parts, tomli-w; see docs/benchmarks.md, "GPU").
+# (git-ignored through .git/info/exclude), fetched here for its Python 3.12 with:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl pyzmq==27.3.0 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
+#     typing-inspection==0.4.5 typing_extensions==4.16.0 tomli-w==1.2.0 watchdog==7.1.0
+# (docs/benchmarks.md, "On a GPU").
 # Usage there: bash tools/gpu_check.sh [quick]   (quick: without the tuning tables)
 set -uo pipefail
 OUT=${OUT:-gpu-out}
