@@ -41,7 +41,7 @@ def test_model_bench_reports_flops_times_and_ratios(tiny_model: Path) -> None:
         fft, spectra = (float(v) for v in str(r["FFT / spectra ms/tile"]).split(" / "))
         assert fft > 0 and spectra > 0
     assert float(rows[1]["GFLOP/frame"]) > float(rows[0]["GFLOP/frame"])  # type: ignore[arg-type]
-    assert {"read", "forward", "stitch", "write", "encode+publish"} <= set(stages[0])
+    assert {"read", "forward", "stitch", "trust", "write", "encode+publish"} <= set(stages[0])
     assert all(g > 0 for g in info["roofline"]) and len(info["peaks"]) >= 4
     # the executed work is the planned tiles' pixels over the frame's (FLOPs ~ pixels)
     from tcan_live.sr.enhancer import Enhancer
@@ -96,13 +96,18 @@ def test_dominant_conv_is_the_one_with_most_flops() -> None:
 
 @pytest.mark.slow
 def test_tuning_compares_settings_against_the_default(tiny_model: Path) -> None:
-    from tcan_live.bench.tuning import allocator_rows, bf16_difference, enhancer_rows, onnx_rows
+    from tcan_live.bench.tuning import (
+        allocator_rows,
+        enhancer_rows,
+        onnx_rows,
+        precision_difference,
+    )
 
     alloc = allocator_rows(str(tiny_model), 128, 1)  # fresh processes, tuning on / off
     assert [str(r["setting"]).split(" ")[0] for r in alloc] == ["default,", "glibc"]
     assert all(float(r["s/frame"]) > 0 for r in alloc)  # type: ignore[arg-type]
 
-    d = bf16_difference(str(tiny_model), 128)
+    d = precision_difference(str(tiny_model), 128)
     assert 0 < d["rms %"] <= d["p99.9 %"] <= d["max %"] < 100
     rows = enhancer_rows(str(tiny_model), 256, 1)
     assert str(rows[0]["setting"]).startswith("default") and rows[0]["relative to default"] == 1

@@ -71,6 +71,26 @@ def test_both_routes_through_the_enhancer_agree(tiny_model: Path, fused: bool, d
     assert b.timings_ms["resample"] > 0 == a.timings_ms["resample"]
 
 
+@pytest.mark.parametrize("pixel_um", [0.05, 0.065])
+def test_enhancer_trust_check_equals_the_standalone_one(tiny_model: Path, pixel_um: float,
+                                                        rng: np.random.Generator) -> None:
+    """On the model's grid the Enhancer checks the tensors it holds (normalised input and
+    output, no upload, no re-normalisation); off it, the resampled-back output. Either way the
+    daemon gets trust_check's numbers."""
+    from tcan_live.sr.trust import trust_check
+
+    img = rng.gamma(2.0, 300.0, (160, 210)).astype(np.uint16)
+    enh = Enhancer(str(tiny_model), device="cpu")
+    res = enh.enhance(img, pixel_um, trust=True)
+    want = trust_check(img, res.image, pixel_um, affine=res.affine, residual=False)
+    assert res.trust is not None and res.trust.residual is None
+    assert (res.trust.score, res.trust.nrmse) == pytest.approx((want.score, want.nrmse),
+                                                               rel=1e-5)
+    assert res.timings_ms["trust"] >= 0
+    plain = enh.enhance(img, pixel_um)
+    assert plain.trust is None and "trust" not in plain.timings_ms
+
+
 def test_cuda_graphs_are_refused_without_cuda(tiny_model: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

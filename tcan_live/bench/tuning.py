@@ -148,8 +148,8 @@ def allocator_rows(model: str | None, size: int, repeats: int) -> list[dict[str,
              "relative": off / on}]
 
 
-def bf16_difference(model: str | None, size: int, device: str = "cpu",
-                    precision: str = "bf16") -> dict[str, float]:
+def precision_difference(model: str | None, size: int, device: str = "cpu",
+                         precision: str = "bf16") -> dict[str, float]:
     """How far a reduced precision on ``device`` moves the output of one frame from the CPU's
     fp32 forward, in % of the fp32 output's 0.1-99.9 percentile range."""
     from tcan_live.sr.enhancer import Enhancer
@@ -178,6 +178,7 @@ def gpu_rows(model: str | None, size: int, repeats: int) -> list[dict[str, objec
     """The accelerator's settings, one at a time, each Enhancer built, warmed (first-shape
     set-up and graph capture untimed, reported as 'first frame s') and timed in turn, then
     freed; the default is timed again last to show the drift of the run."""
+    from tcan_live.sr.device import sync
     from tcan_live.sr.enhancer import Enhancer
 
     img = _frame(size)
@@ -190,13 +191,13 @@ def gpu_rows(model: str | None, size: int, repeats: int) -> list[dict[str, objec
             enh = Enhancer(model, device="cuda", **options)
             t0 = time.perf_counter()
             enh.enhance(img, enh.pixel_size_um)
-            torch.cuda.synchronize()
+            sync(enh.device)
             first = time.perf_counter() - t0
             times, fwd = [], []
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 res = enh.enhance(img, enh.pixel_size_um)
-                torch.cuda.synchronize()
+                sync(enh.device)
                 times.append(time.perf_counter() - t0)
                 fwd.append(res.timings_ms["forward"] / 1000)
         t = float(np.median(times))
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = enhancer_rows(args.model, args.size, args.repeats, args.compile)
     alloc = allocator_rows(args.model, args.size, args.repeats) if supported() else []
     extra = onnx_rows(args.model, args.repeats)
-    bf = bf16_difference(args.model, args.size)
+    bf = precision_difference(args.model, args.size)
     body = "\n".join([
         f"Measured with `python -m tcan_live.bench.tuning --size {args.size} --repeats "
         f"{args.repeats}{' --compile' if args.compile else ''}` on {machine()}. One "
@@ -315,7 +316,7 @@ def gpu_main(args: argparse.Namespace) -> int:
         model = str(random_model(args.preset, Path(tmp) / args.preset)) if args.preset \
             else args.model
         rows = gpu_rows(model, args.size, args.repeats)
-    diffs = {p: bf16_difference(args.model, 512, "cuda", p) for p in ("bf16", "fp16", "fp32")}
+    diffs = {p: precision_difference(args.model, 512, "cuda", p) for p in ("bf16", "fp16", "fp32")}
     preset = f" --preset {args.preset}" if args.preset else ""
     body = "\n".join([
         f"Measured with `python -m tcan_live.bench.tuning --device cuda{preset} --size "

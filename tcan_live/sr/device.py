@@ -25,6 +25,13 @@ from tcan_live.sr.normalize import Affine, affine_from_cumulative
 log = logging.getLogger(__name__)
 
 
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA runs asynchronously), so that a host clock
+    times what it ran; nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 # --- per-frame maths on the device (the numpy versions' numbers; tests compare them) --------
 
 

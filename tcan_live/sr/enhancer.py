@@ -27,6 +27,7 @@ from tcan_live.sr.device import (
     download,
     graphs_available,
     normalize_on_device,
+    sync,
     upload,
 )
 from tcan_live.sr.fused import FusedCPUGenerator, fused_available
@@ -36,6 +37,7 @@ from tcan_live.sr.network import UNET_DEPTH
 from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_affine
 from tcan_live.sr.resample import check_factor, resample, resample_to_shape, same_grid
 from tcan_live.sr.tiling import Stitcher, Tile, pad_to, plan_tiles, round_up
+from tcan_live.sr.trust import TrustResult, trust_check, trust_normalised
 
 log = logging.getLogger(__name__)
 MIN_TILE = 64
@@ -53,6 +55,7 @@ class EnhanceResult:
     affine: Affine
     timings_ms: dict[str, float] = field(default_factory=dict)
     tile: int = 0
+    trust: TrustResult | None = None  # with enhance(..., trust=True); no residual map
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -153,8 +156,11 @@ class Enhancer:
     # -- per frame -----------------------------------------------------------------------
     def enhance(
         self, image: np.ndarray, pixel_size_um: float | None = None, *,
-        keep_model_grid: bool = False, source: str = "",
+        keep_model_grid: bool = False, source: str = "", trust: bool = False,
     ) -> EnhanceResult:
+        """``trust``: also the trust check (score and NRMSE, sr/trust.py) against the input,
+        computed where the network ran, on the tensors already there when the frame is on the
+        model's grid (the daemon's per-frame check, timed as the 'trust' stage)."""
         image = np.asarray(image)
         if image.ndim != 2:
             raise UnsupportedInputError(source or "<frame>",
@@ -164,7 +170,7 @@ class Enhancer:
 
         def lap(name: str) -> None:
             nonlocal clock
-            self._sync()
+            sync(self.device)
             now = time.perf_counter()
             times[name] = 1000 * (now - clock)
             clock = now
@@ -205,8 +211,21 @@ class Enhancer:
                     out, out_px = resample_to_shape(ym, image.shape), src_px
                 lap("resample_back")
                 result = denormalize(out, affine)
-        lap("denormalise")
-        return EnhanceResult(result, out_px if pixel_size_um else None, affine, times, tile)
+            lap("denormalise")
+            check = None
+            if trust:
+                conf, target = self.card.confocal_fwhm_nm, self.card.target_fwhm_nm
+                if on_grid:  # the normalised frame and output are on the device already
+                    score, nrmse, _ = trust_normalised(x, y, src_px, confocal_fwhm_nm=conf,
+                                                       target_fwhm_nm=target)
+                    check = TrustResult(score, nrmse, None)
+                else:  # on the input's grid: the resampled-back output goes up again
+                    check = trust_check(image, result, src_px, confocal_fwhm_nm=conf,
+                                        target_fwhm_nm=target, affine=affine, residual=False,
+                                        device=self.device)
+                lap("trust")
+        return EnhanceResult(result, out_px if pixel_size_um else None, affine, times, tile,
+                             check)
 
     def _tiled(self, x: torch.Tensor, times: dict[str, float]) -> tuple[torch.Tensor, int]:
         """Tiles through the network, with the out-of-memory fallbacks."""
@@ -225,11 +244,6 @@ class Enhancer:
                     raise
                 log.warning("out of memory: retrying with tile %d, batch %d", tile, batch)
 
-    def _sync(self) -> None:
-        """Wait for the device, so that a stage's time is its own (CUDA runs asynchronously)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def _run_tiles(self, frame: torch.Tensor, tile: int, batch: int,
                    times: dict[str, float]) -> torch.Tensor:
         """A normalised frame on the device -> the network's output for it, there: padded,
@@ -240,7 +254,7 @@ class Enhancer:
         shape = (int(x.shape[0]), int(x.shape[1]))
         tiles = plan_tiles(shape, tile, overlap, ALIGN)
         stitcher = Stitcher(shape, overlap, self.device)
-        self._sync()
+        sync(self.device)
         times["tile"] = 1000 * (time.perf_counter() - t0)
         fwd = stitch = 0.0
         for i in range(0, len(tiles), batch):
@@ -248,16 +262,16 @@ class Enhancer:
             t1 = time.perf_counter()
             stack = torch.stack([x[t.slices] for t in group])[:, None]
             out = self._forward_tensor(stack.contiguous(memory_format=self.memory_format))
-            self._sync()
+            sync(self.device)
             t2 = time.perf_counter()
             for t, o in zip(group, out[:, 0], strict=True):
                 stitcher.add(t, o)
-            self._sync()
+            sync(self.device)
             fwd += t2 - t1
             stitch += time.perf_counter() - t2
         t3 = time.perf_counter()
         result = stitcher.result()[: frame.shape[0], : frame.shape[1]]
-        self._sync()
+        sync(self.device)
         times["forward"] = 1000 * fwd
         times["stitch"] = 1000 * (stitch + time.perf_counter() - t3)
         return result

@@ -56,22 +56,32 @@ def trust_check(
     dev = torch.device(device)
     with torch.inference_mode():
         x, y = (normalize_on_device(upload(img, dev), aff) for img in (raw, enhanced))
-        blur = math.sqrt(max(confocal_fwhm_nm**2 - target_fwhm_nm**2, 1.0))
-        r = _gaussian_torch(y, sigma_px(blur, pixel_size_um))
-        n = r.numel()
-        sums = torch.stack([r.sum(dtype=torch.float64), x.sum(dtype=torch.float64),
-                            (r * r).sum(dtype=torch.float64), (x * x).sum(dtype=torch.float64),
-                            (r * x).sum(dtype=torch.float64)]).tolist()
-        mp, mt = sums[0] / n, sums[1] / n
-        m = _Moments(n, mp, mt, max(sums[2] - n * mp * mp, 0.0),
-                     max(sums[3] - n * mt * mt, 0.0), sums[4] - n * mp * mt)
-        score, nrmse = m.score_nrmse()
-        res = None
-        if residual:
-            a, b = (float(np.float32(v)) for v in m.fit())
-            res = download(_gaussian_torch(r * a + b - x,
-                                           sigma_px(confocal_fwhm_nm, pixel_size_um) / 2))
-    return TrustResult(score, nrmse, res)
+        score, nrmse, res = trust_normalised(x, y, pixel_size_um,
+                                             confocal_fwhm_nm=confocal_fwhm_nm,
+                                             target_fwhm_nm=target_fwhm_nm, residual=residual)
+    return TrustResult(score, nrmse, None if res is None else download(res))
+
+
+def trust_normalised(x: Any, y: Any, pixel_size_um: float, *, confocal_fwhm_nm: float = 230.0,
+                     target_fwhm_nm: float = 80.0, residual: bool = False,
+                     ) -> tuple[float, float, Any]:
+    """The check on the normalised input ``x`` and output ``y`` (2-D float32 tensors, one
+    device, the input's normalisation for both): (score, NRMSE, residual tensor or None). The
+    Enhancer calls it on the tensors it already holds, so the daemon's check moves no data."""
+    import torch
+
+    blur = math.sqrt(max(confocal_fwhm_nm**2 - target_fwhm_nm**2, 1.0))
+    r = _gaussian_torch(y, sigma_px(blur, pixel_size_um))
+    sums = torch.stack([r.sum(dtype=torch.float64), x.sum(dtype=torch.float64),
+                        (r * r).sum(dtype=torch.float64), (x * x).sum(dtype=torch.float64),
+                        (r * x).sum(dtype=torch.float64)]).tolist()
+    m = _Moments.from_sums(r.numel(), *sums)
+    score, nrmse = m.score_nrmse()
+    res = None
+    if residual:
+        a, b = (float(np.float32(v)) for v in m.fit())
+        res = _gaussian_torch(r * a + b - x, sigma_px(confocal_fwhm_nm, pixel_size_um) / 2)
+    return score, nrmse, res
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,14 @@ class _Moments:
     srr: float  # sum (p - mean_p)^2
     sxx: float  # sum (t - mean_t)^2
     srx: float  # sum (p - mean_p)(t - mean_t)
+
+    @classmethod
+    def from_sums(cls, n: int, sp: float, st: float, spp: float, stt: float,
+                  spt: float) -> _Moments:
+        """From the plain sums of p, t, p*p, t*t and p*t (float64)."""
+        mp, mt = sp / n, st / n
+        return cls(n, mp, mt, max(spp - n * mp * mp, 0.0), max(stt - n * mt * mt, 0.0),
+                   spt - n * mp * mt)
 
     def score_nrmse(self) -> tuple[float, float]:
         """(Pearson correlation, NRMSE of the least-squares fit), p the prediction, t the
@@ -105,15 +123,11 @@ class _Moments:
 
 
 def _moments(p: np.ndarray, t: np.ndarray) -> _Moments:
-    n = p.size
-    mp = float(np.sum(p, dtype=np.float64)) / n
-    mt = float(np.sum(t, dtype=np.float64)) / n
+    def total(a: np.ndarray) -> float:  # accumulated in float64 (pairwise)
+        return float(np.sum(a, dtype=np.float64))
 
-    def dot(a: np.ndarray, b: np.ndarray) -> float:  # accumulated in float64 (pairwise)
-        return float(np.sum(a * b, dtype=np.float64))
-
-    return _Moments(n, mp, mt, max(dot(p, p) - n * mp * mp, 0.0),
-                    max(dot(t, t) - n * mt * mt, 0.0), dot(p, t) - n * mp * mt)
+    return _Moments.from_sums(p.size, total(p), total(t), total(p * p), total(t * t),
+                              total(p * t))
 
 
 def _affine_fit(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
