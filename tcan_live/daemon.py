@@ -70,7 +70,8 @@ class Daemon:
 
             src = FolderSource(s.folder.resolve(), emit=self.submit, on_error=self._file_error,
                                is_done=self.store.is_done, settle_s=s.settle_s,
-                               give_up_s=s.give_up_s, poll=s.poll, pixel_size_um=s.pixel_size_um)
+                               give_up_s=s.give_up_s, poll=s.poll, pixel_size_um=s.pixel_size_um,
+                               exclude=(s.output_folder().resolve(),))
             src.start()
             self.sources.append(src)
         if s.ingest is not None:
@@ -103,7 +104,8 @@ class Daemon:
 
         s = self.settings
         self.publisher = ZmqPublisher(s.endpoint, allow_remote=s.allow_remote,
-                                      curve_keys=s.curve_keys)
+                                      curve_keys=s.curve_keys, replay_topics=s.replay_topics,
+                                      replay_bytes=int(s.replay_mb * 2**20))
 
     def _teardown(self) -> None:
         try:

@@ -59,10 +59,15 @@ class AllQueue:
 
 
 class LatestQueue:
-    def __init__(self) -> None:
+    """One slot per stream, at most ``max_streams`` slots: when more streams wait, the one that
+    has waited longest is dropped (counted as skipped), so memory stays bounded however many
+    streams a run has."""
+
+    def __init__(self, max_streams: int = 256) -> None:
         self._slots: OrderedDict[str, Frame] = OrderedDict()
         self._cond = threading.Condition()
         self.skipped = 0
+        self.max_streams = max_streams
 
     def put(self, frame: Frame) -> None:
         with self._cond:
@@ -70,6 +75,9 @@ class LatestQueue:
                 self.skipped += 1
                 del self._slots[frame.stream]
             self._slots[frame.stream] = frame
+            while len(self._slots) > self.max_streams:
+                self._slots.popitem(last=False)
+                self.skipped += 1
             self._cond.notify()
 
     def get(self, timeout: float) -> Frame | None:

@@ -3,10 +3,16 @@
 The TOML file holds the same keys as :class:`Settings` (see service/tcan-live.example.toml).
 Environment variables are the upper-cased keys with a ``TCAN_LIVE_`` prefix, e.g.
 ``TCAN_LIVE_ENDPOINT=tcp://127.0.0.1:6000`` or ``TCAN_LIVE_SETTLE_S=3``.
+
+One namespace: every ``TCAN_LIVE_*`` variable is either a setting (:func:`setting_env_names`) or
+a process variable read elsewhere (:data:`PROCESS_ENV`, documented in docs/operations.md). Any
+other ``TCAN_LIVE_*`` variable is reported with a warning and otherwise ignored, so a typo or a
+variable meant for another tool never stops the daemon.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -17,7 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tcan_live.errors import ConfigError
 
+log = logging.getLogger(__name__)
 ENV_PREFIX = "TCAN_LIVE_"
+# process variables: read where they act, not daemon settings (docs/operations.md lists them)
+PROCESS_ENV = {
+    "TCAN_LIVE_MALLOC_TUNING": "0 turns off the glibc malloc tuning (sr/hostmem.py)",
+    "TCAN_LIVE_MODELS": "extra model folders, os.pathsep-separated (sr/card.py)",
+    "TCAN_LIVE_SHARED": "the shared data folder the test suite reads (tests/conftest.py)",
+}
 
 
 class Settings(BaseModel):
@@ -42,6 +55,8 @@ class Settings(BaseModel):
     status_interval_s: float = Field(2.0, gt=0)
     flush_idle_s: float = Field(3.0, ge=0)
     flush_every_s: float = Field(60.0, gt=0)
+    replay_topics: int = Field(128, ge=0, description="newest frames kept for late joiners")
+    replay_mb: float = Field(256.0, ge=0, description="their memory bound (MiB)")
     log_file: Path | None = None
     panel: bool = True
 
@@ -54,15 +69,25 @@ class Settings(BaseModel):
         return folder.parent / f"{folder.name}_tcan"
 
 
+def setting_env_names() -> dict[str, str]:
+    """``TCAN_LIVE_<KEY>`` -> setting key, for every daemon setting."""
+    return {f"{ENV_PREFIX}{name.upper()}": name for name in Settings.model_fields}
+
+
+def known_env_names() -> set[str]:
+    return set(setting_env_names()) | set(PROCESS_ENV)
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    fields = Settings.model_fields
+    names = setting_env_names()
     out: dict[str, Any] = {}
     for key, value in env.items():
-        if key.startswith(ENV_PREFIX):
-            name = key[len(ENV_PREFIX):].lower()
-            if name not in fields:
-                raise ConfigError(f"environment variable {key}: unknown setting {name!r}")
-            out[name] = value
+        if key in names:
+            out[names[key]] = value
+        elif key.startswith(ENV_PREFIX) and key not in PROCESS_ENV:
+            log.warning("environment variable %s is not a tcan-live setting; ignored "
+                        "(settings: %s; process variables: %s)", key,
+                        ", ".join(sorted(names)), ", ".join(sorted(PROCESS_ENV)))
     return out
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tcan_live.sources.tiffmeta import SOFTWARE
+
 BIGTIFF_BYTES = 2**31
 
 
@@ -66,7 +68,8 @@ def write_ome_tiff(path: Path, data: np.ndarray, meta: OmeMeta) -> Path:
         with tifffile.TiffWriter(tmp, ome=True, bigtiff=data.nbytes >= BIGTIFF_BYTES) as tw:
             for block, axes in _positions(data, meta.axes):
                 n_c = block.shape[axes.index("C")] if "C" in axes else 1
-                tw.write(block, metadata=ome_metadata(meta, axes, n_c), photometric="minisblack")
+                tw.write(block, metadata=ome_metadata(meta, axes, n_c), photometric="minisblack",
+                         software=SOFTWARE)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -14,14 +14,30 @@ writing, so a closed frame does not wait for the next tick.
 A file that does not decode and stays unchanged for ``give_up_s`` is reported once and left
 alone until it changes again. Frames already processed (the journal's ``is_done``) are skipped,
 so a restarted daemon resumes where it stopped.
+
+What is never read (the exclusion rule, docs/operations.md): the folders in ``exclude`` (the
+daemon passes its output folder), any folder holding a tcan-live state folder (``.tcan-live/``:
+some daemon's output), the state folders themselves, folders reached through a symbolic link
+(symlinked folders are not followed, so a link loop cannot repeat frames), hidden and temporary
+names, and TIFF files that tcan-live wrote (recognised by the Software tag or the OME
+description that :mod:`tcan_live.export.ometiff` writes). Each excluded folder or file is
+logged once.
+
+Memory: ``_tracked`` holds only files still being followed; a finished (complete or reported)
+file moves to ``_finished``, a record of (size, mtime, planes handed on) kept for the newest
+:data:`FINISHED_MAX` files. A finished file that changes is followed again from where it was;
+one evicted from that record is re-read from its start and the journal's ``is_done`` keeps its
+frames from being processed twice.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +46,9 @@ from tcan_live.frame import Frame, FrameIndex
 from tcan_live.sources.naming import is_ignored, split_name
 
 log = logging.getLogger(__name__)
+STATE_DIR = ".tcan-live"  # the daemon's state folder inside its output folder (export/store.py)
+FINISHED_MAX = 20_000  # finished files remembered (about 200 B each)
+DIR_CACHE_MAX = 4096  # folder verdicts cached
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
 EmitFn = Callable[[Frame], None]
 ErrorFn = Callable[[Path, str], None]
@@ -66,8 +85,13 @@ class FolderSource:
         self, root: Path, *, emit: EmitFn, on_error: ErrorFn, is_done: DoneFn | None = None,
         settle_s: float = 2.0, give_up_s: float = 60.0, poll: bool = False,
         scan_interval_s: float = 0.1, pixel_size_um: float | None = None,
+        exclude: Sequence[Path] = (),
     ) -> None:
         self.root = Path(root)
+        self.exclude = tuple(Path(os.path.abspath(p)) for p in exclude)
+        self._dir_verdicts: OrderedDict[Path, str | None] = OrderedDict()
+        self._finished: OrderedDict[Path, tuple[int, float, int]] = OrderedDict()
+        self._logged: OrderedDict[Path, None] = OrderedDict()
         self.emit, self.on_error = emit, on_error
         self.is_done = is_done or (lambda s, i: False)
         self.settle_s, self.give_up_s, self.poll = settle_s, give_up_s, poll
@@ -96,7 +120,10 @@ class FolderSource:
         observer.daemon = True
         observer.start()
         self._observer = observer
-        for p in sorted(self.root.rglob("*")):  # what is already there (e.g. after a restart)
+        for e in self.exclude:
+            if self.root in e.parents:
+                self._log_once(e, f"output folder {e} is inside the watched folder: not read")
+        for p in self._existing():  # what is already there (e.g. after a restart)
             self.touch(p)
         self._thread = threading.Thread(target=self._run, name="tcan-folder-scan", daemon=True)
         self._thread.start()
@@ -111,6 +138,62 @@ class FolderSource:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
+    def _existing(self) -> list[Path]:
+        """Files below the root, symlinked and excluded folders not entered."""
+        found: list[Path] = []
+        for top, dirs, files in os.walk(self.root, followlinks=False):
+            here = Path(top)
+            dirs[:] = sorted(d for d in dirs if self._dir_excluded(here / d) is None)
+            found += [here / f for f in sorted(files)]
+        return found
+
+    # -- exclusion -------------------------------------------------------------------------------
+    def _dir_excluded(self, d: Path) -> str | None:
+        """Why folder ``d`` (below the root) is not read, or None. Cached (bounded)."""
+        with self._lock:
+            if d in self._dir_verdicts:
+                self._dir_verdicts.move_to_end(d)
+                return self._dir_verdicts[d]
+        reason: str | None = None
+        if d.name == STATE_DIR:
+            reason = "tcan-live state folder"
+        elif os.path.islink(d):
+            reason = "symbolic link to a folder (not followed)"
+        elif any(d == e or e in d.parents for e in self.exclude):
+            reason = "the daemon's output folder"
+        elif (d / STATE_DIR).is_dir():
+            reason = "holds tcan-live output (a .tcan-live state folder)"
+        with self._lock:
+            self._dir_verdicts[d] = reason
+            while len(self._dir_verdicts) > DIR_CACHE_MAX:
+                self._dir_verdicts.popitem(last=False)
+        if reason is not None:
+            self._log_once(d, f"not watching {d}: {reason}")
+        return reason
+
+    def excluded(self, path: Path) -> str | None:
+        """Why ``path`` is not read (a folder on its way from the root is excluded), or None."""
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            return "outside the watched folder"
+        d = self.root
+        for part in rel.parts[:-1]:
+            d = d / part
+            reason = self._dir_excluded(d)
+            if reason is not None:
+                return reason
+        return None
+
+    def _log_once(self, key: Path, message: str) -> None:
+        with self._lock:
+            if key in self._logged:
+                return
+            self._logged[key] = None
+            while len(self._logged) > DIR_CACHE_MAX:
+                self._logged.popitem(last=False)
+        log.info("%s", message)
+
     # -- events (watchdog thread): only mark paths --------------------------------------------
     def touch(self, path: Path, closed: bool = False) -> None:
         path = Path(path)
@@ -118,8 +201,15 @@ class FolderSource:
             return
         if kind_of(path) == "ndtiff":
             path = path.parent  # the dataset folder is the unit
+        if self.excluded(path) is not None:
+            return
+        if path in self._finished and not self._changed_since_finished(path):
+            return
         with self._lock:
-            t = self._tracked.setdefault(path, Tracked(path))
+            t = self._tracked.get(path)
+            if t is None:
+                done = self._finished.pop(path, None)
+                t = self._tracked[path] = Tracked(path, emitted=done[2] if done else 0)
             t.generation += 1
             t.last_change = time.monotonic()
             t.closed = t.closed or closed
@@ -138,11 +228,16 @@ class FolderSource:
             for path in todo:
                 if self._stop.is_set():
                     return
+                t = self._tracked.get(path)
+                if t is None:
+                    with self._lock:
+                        self._dirty.discard(path)
+                    continue
                 try:
-                    self._scan(self._tracked[path])
+                    self._scan(t)
                 except Exception as err:  # never let one file stop the source
                     log.exception("unexpected error scanning %s", path)
-                    self._fail(self._tracked[path], f"{type(err).__name__}: {err}", final=True)
+                    self._fail(t, f"{type(err).__name__}: {err}", final=True)
             self._wake.wait(self.scan_interval_s)
 
     def _scan(self, t: Tracked) -> None:
@@ -190,6 +285,8 @@ class FolderSource:
             with self._lock:
                 if gen == t.generation and (now - t.last_change >= self.settle_s or t.complete):
                     self._dirty.discard(t.path)
+                    if t.path not in self._dirty:
+                        self._finish(t)
 
     def _fail(self, t: Tracked, reason: str, *, final: bool) -> None:
         t.failed = reason
@@ -205,6 +302,34 @@ class FolderSource:
         with self._lock:
             self._dirty.discard(path)
             self._tracked.pop(path, None)
+
+    def _stat_key(self, path: Path) -> tuple[int, float] | None:
+        try:
+            st = (path / "NDTiff.index").stat() if path.is_dir() else path.stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime
+
+    def _changed_since_finished(self, path: Path) -> bool:
+        with self._lock:
+            done = self._finished.get(path)
+        return done is None or self._stat_key(path) != done[:2]
+
+    def _finish(self, t: Tracked) -> None:
+        """Stop following ``t`` (scanner thread, lock held): keep a small record of it."""
+        self._tracked.pop(t.path, None)
+        key = self._stat_key(t.path)
+        if key is None:
+            return
+        self._finished[t.path] = (*key, t.emitted)
+        self._finished.move_to_end(t.path)
+        while len(self._finished) > FINISHED_MAX:
+            self._finished.popitem(last=False)
+
+    def tracked_count(self) -> tuple[int, int]:
+        """(files followed, finished files remembered): both bounded, see the module doc."""
+        with self._lock:
+            return len(self._tracked), len(self._finished)
 
     # -- per kind ------------------------------------------------------------------------------
     def _hand_on(self, frame: Frame) -> None:
@@ -222,6 +347,11 @@ class FolderSource:
                 # the image file of an NDTiff dataset: read through the dataset's index (it
                 # may come later), never as a TIFF of its own
                 self._forget(t.path)
+                return
+            if reader.info.extra.get("written_by_tcan_live"):
+                # tcan-live's own output (wherever it is): never enhanced again
+                self._log_once(t.path, f"not reading {t.path}: written by tcan-live")
+                t.complete = True
                 return
             ready = reader.ready_planes(settled)
             stream, name_index, named = split_name(t.path)

@@ -51,9 +51,25 @@ def describe(path: Path, tif: tifffile.TiffFile) -> tuple[StackInfo, int]:
         path=path, format=fmt, axes=axes, shape=shape, plane_shape=plane, dtype=np.dtype(s0.dtype),
         pixel_size_um=meta.get("pixel_size_um"), channel_names=tuple(meta.get("channels", ())),
         time_increment_s=meta.get("time_increment_s"), z_step_um=meta.get("z_step_um"),
-        extra={"plane_times": _plane_times(meta, axes)},
+        extra={"plane_times": _plane_times(meta, axes), "written_by_tcan_live": written_by_us(tif)},
     )
     return info, n_series
+
+
+SOFTWARE = "tcan-live"  # the TIFF Software tag of every file tcan-live writes (export/ometiff.py)
+
+
+def written_by_us(tif: tifffile.TiffFile) -> bool:
+    """A TIFF that tcan-live wrote: its Software tag, or (files from before the tag was set)
+    the OME description the output writers put there."""
+    try:
+        software = str(tif.pages.first.software or "")
+    except Exception:
+        software = ""
+    if software.startswith(SOFTWARE):
+        return True
+    ome = (tif.ome_metadata or "") if tif.is_ome else ""
+    return "Enhanced live by tcan-live" in ome or "Enhanced by tcan-live" in ome
 
 
 NDTIFF_MAGIC = (483729).to_bytes(4, "little")  # NDTiff's major-version marker at byte 8

@@ -5,7 +5,10 @@
 * A slow or dead subscriber never slows the daemon: sends never block (small send high-water
   mark; messages to a subscriber whose queue is full are dropped by ZeroMQ for that subscriber).
 * Late joiners are not left with nothing: XPUB reports each new subscription, and the publisher
-  then replays the newest raw and enhanced frame of every stream (header ``replay: true``).
+  then replays the newest raw and enhanced frame of the most recently active streams (header
+  ``replay: true``). The replay cache is bounded: at most ``replay_streams`` topics (a topic is
+  one kind of one stream) and ``replay_bytes`` bytes, least recently published evicted first
+  (defaults: 128 topics, 256 MiB; one topic is always kept, whatever its size).
 Only the thread that created the publisher may use it (ZeroMQ sockets are not thread-safe).
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +31,8 @@ from tcan_live.transport import wire
 log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+REPLAY_TOPICS = 128
+REPLAY_BYTES = 256 * 2**20
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -47,7 +53,8 @@ def check_endpoint(endpoint: str, allow_remote: bool) -> None:
 class ZmqPublisher:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, allow_remote: bool = False,
                  curve_keys: Path | None = None, sndhwm: int = 16,
-                 context: zmq.Context[Any] | None = None) -> None:
+                 context: zmq.Context[Any] | None = None, replay_topics: int = REPLAY_TOPICS,
+                 replay_bytes: int = REPLAY_BYTES) -> None:
         check_endpoint(endpoint, allow_remote)
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.XPUB)
@@ -59,7 +66,9 @@ class ZmqPublisher:
             self._auth = _curve_server(self.ctx, self.sock, Path(curve_keys))
         self.sock.bind(endpoint)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._cache: dict[bytes, list[bytes | memoryview]] = {}
+        self._cache: OrderedDict[bytes, list[bytes]] = OrderedDict()
+        self._cache_bytes = 0
+        self.replay_topics, self.replay_bytes = replay_topics, replay_bytes
         self.subscriptions = 0
         self.sent = 0
 
@@ -68,8 +77,24 @@ class ZmqPublisher:
         header = {**header, "published_at": time.time()}
         frames = wire.encode(kind, stream, header, array)
         self._send(frames)
-        if cache and kind != "status":
-            self._cache[bytes(frames[0])] = [bytes(frames[0]), bytes(frames[1]), bytes(frames[2])]
+        if cache and kind != "status" and self.replay_topics > 0:
+            self._remember([bytes(f) for f in frames])
+
+    def _remember(self, frames: list[bytes]) -> None:
+        topic = frames[0]
+        old = self._cache.pop(topic, None)
+        if old is not None:
+            self._cache_bytes -= sum(map(len, old))
+        self._cache[topic] = frames
+        self._cache_bytes += sum(map(len, frames))
+        while len(self._cache) > 1 and (len(self._cache) > self.replay_topics
+                                        or self._cache_bytes > self.replay_bytes):
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_bytes -= sum(map(len, dropped))
+
+    def cache_size(self) -> tuple[int, int]:
+        """(topics, bytes) held for late joiners; bounded, see the module doc."""
+        return len(self._cache), self._cache_bytes
 
     def _send(self, frames: list[bytes | memoryview]) -> None:
         try:
