@@ -320,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=None, help="seconds a file must be quiet")
     p.add_argument("--allow-remote", action="store_true", default=None,
                    help="allow binding a non-loopback interface (use with --curve-keys)")
-    p.add_argument("--curve-keys", default=None, help="folder with CURVE server/client keys")
+    p.add_argument("--curve-keys", default=None,
+                   help="folder with CURVE server/client keys (publisher and ingest)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="with --allow-remote: run without CURVE keys (anyone can connect)")
     p.add_argument("--log-file", default=None)
     p.add_argument("--no-panel", action="store_true", help="plain logs even on a terminal")
     p.add_argument("--pixel-size-um", type=float, default=None,

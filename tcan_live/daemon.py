@@ -51,6 +51,10 @@ class Daemon:
         self.store: Any = None
         self.sources: list[Any] = []
         self.worker: Worker | None = None
+        # set by SIGINT/SIGTERM (the CLI) or by a dead thread (fatal); the CLI waits on it
+        self.stop_requested = threading.Event()
+        self.failed: str | None = None
+        check_remote(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -60,10 +64,22 @@ class Daemon:
         s = self.settings
         self.enhancer = Enhancer(s.model, device=s.device, tile=s.tile, precision=s.precision)
         self.store = OutputStore(s.output_folder(), s.folder.resolve() if s.folder else None,
-                                 model_id=self.enhancer.model_id)
+                                 model_id=self.enhancer.model_id, on_error=self._file_error)
+        try:
+            self._start_threads()
+        except BaseException:
+            self.stop()
+            self.store.close()
+            raise
+        log.info("daemon %s running: model %s on %s, publishing on %s, saving to %s",
+                 self.run_id, self.enhancer.model_id, self.enhancer.device, s.endpoint,
+                 s.output_folder())
+
+    def _start_threads(self) -> None:
+        s = self.settings
         self.worker = Worker(self.queue, self._process, stats=self.stats,
                              on_error=self._frame_error, idle=self._idle, setup=self._setup,
-                             teardown=self._teardown)
+                             teardown=self._teardown, on_death=self.fatal)
         self.worker.start()
         if s.folder is not None:
             from tcan_live.sources.folder import FolderSource
@@ -71,19 +87,41 @@ class Daemon:
             src = FolderSource(s.folder.resolve(), emit=self.submit, on_error=self._file_error,
                                is_done=self.store.is_done, settle_s=s.settle_s,
                                give_up_s=s.give_up_s, poll=s.poll, pixel_size_um=s.pixel_size_um,
-                               exclude=(s.output_folder().resolve(),))
-            src.start()
+                               exclude=(s.output_folder().resolve(),), on_death=self.fatal)
             self.sources.append(src)
+            src.start()
         if s.ingest is not None:
             from tcan_live.transport.ingest import IngestSource
 
             ing = IngestSource(s.ingest, emit=self.submit, on_error=self._file_error,
-                               is_done=self.store.is_done, allow_remote=s.allow_remote)
-            ing.start()
+                               is_done=self.store.is_done, allow_remote=s.allow_remote,
+                               curve_keys=s.curve_keys, on_death=self.fatal)
             self.sources.append(ing)
-        log.info("daemon %s running: model %s on %s, publishing on %s, saving to %s",
-                 self.run_id, self.enhancer.model_id, self.enhancer.device, s.endpoint,
-                 s.output_folder())
+            ing.start()
+
+    def fatal(self, reason: str) -> None:
+        """A thread died: the process must exit non-zero (see :func:`run_until_stopped`)."""
+        if self.failed is None:
+            self.failed = reason
+            log.critical("stopping: %s; the service manager should restart tcan-live (the "
+                         "journal resumes where it stopped)", reason)
+        self.stop_requested.set()
+
+    def dead_threads(self) -> list[str]:
+        """Threads that should run and do not (checked every second by the CLI's loop)."""
+        threads = [self.worker.thread] if self.worker is not None else []
+        for src in self.sources:
+            threads += src.threads()
+        return [t.name for t in threads if not t.is_alive()]
+
+    def run_until_stopped(self, tick_s: float = 1.0) -> int:
+        """Block until a stop is requested or a thread dies; 0, or 70 (EX_SOFTWARE) when a
+        thread died, so that a service manager restarts the process."""
+        while not self.stop_requested.wait(tick_s):
+            dead = self.dead_threads()
+            if dead:
+                self.fatal(f"thread(s) {', '.join(dead)} no longer running")
+        return 70 if self.failed else 0
 
     def stop(self) -> None:
         """Stop sources, let the worker finish its current frame, flush files, close sockets."""
@@ -103,6 +141,9 @@ class Daemon:
         from tcan_live.transport.publisher import ZmqPublisher
 
         s = self.settings
+        if s.allow_remote and s.curve_keys is None:
+            log.warning("INSECURE: publishing on %s without CURVE keys (--insecure): anyone who "
+                        "can reach this port receives the frames", s.endpoint)
         self.publisher = ZmqPublisher(s.endpoint, allow_remote=s.allow_remote,
                                       curve_keys=s.curve_keys, replay_topics=s.replay_topics,
                                       replay_bytes=int(s.replay_mb * 2**20))
@@ -113,6 +154,7 @@ class Daemon:
             self._publish_status(state="stopped")
         finally:
             self.publisher.close()
+            self.store.close()
 
     def _process(self, frame: Frame) -> tuple[Any, dict[str, Any]]:
         s = self.settings
@@ -185,6 +227,8 @@ class Daemon:
             "latency_ms_p50": lat50, "latency_ms_p95": lat95,
             "processing_ms_p50": pro50, "processing_ms_p95": pro95,
             "uptime_s": round(time.time() - st.started, 1),
+            "insecure": self.settings.allow_remote and self.settings.curve_keys is None,
+            "failed": self.failed,
         }
 
 
@@ -202,6 +246,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         pixel_size_um=args.pixel_size_um, endpoint=args.endpoint, mode=args.mode,
         poll=args.poll, settle_s=args.settle, allow_remote=args.allow_remote,
         curve_keys=Path(args.curve_keys) if args.curve_keys else None,
+        insecure=args.insecure,
         log_file=Path(args.log_file) if args.log_file else None, ingest=args.ingest,
         panel=False if args.no_panel else None,
     )
@@ -226,21 +271,36 @@ def watch_from_cli(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO,
                                          logging.INFO))
     daemon = Daemon(settings)
-    stop = threading.Event()
+    stop = daemon.stop_requested
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     daemon.start()
+    code = 0
     try:
         if sys.stderr.isatty() and settings.panel:
             from tcan_live.panel import run_panel
 
-            run_panel(daemon, stop)
-        else:
-            while not stop.wait(1.0):
-                pass
+            panel = threading.Thread(target=run_panel, args=(daemon, stop), daemon=True)
+            panel.start()
+        code = daemon.run_until_stopped()
     finally:
-        daemon.stop()
+        if daemon.failed:
+            # a wedged thread must not keep a failed process alive: bounded clean-up, then exit
+            closer = threading.Thread(target=daemon.stop, daemon=True)
+            closer.start()
+            closer.join(10)
+        else:
+            daemon.stop()
     st = daemon.status()
     print(f"tcan-live: stopped after {st['frames_done']} frames "
-          f"({st['skipped']} skipped, {st['errors']} errors)", file=sys.stderr)
-    return 0
+          f"({st['skipped']} skipped, {st['errors']} errors)"
+          + (f"; FAILED: {daemon.failed}" if daemon.failed else ""), file=sys.stderr)
+    return code
+
+
+def check_remote(settings: Settings) -> None:
+    """Another interface than loopback needs CURVE keys, or an explicit --insecure."""
+    if settings.allow_remote and settings.curve_keys is None and not settings.insecure:
+        raise ConfigError("--allow-remote without --curve-keys would serve frames to (and, with "
+                          "--ingest, accept frames from) anyone on the network; give "
+                          "--curve-keys (see `tcan-live keys`), or --insecure to accept that")

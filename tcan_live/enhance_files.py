@@ -19,18 +19,12 @@ from tcan_live.sources.readers import StackInfo, StackReader, open_stack
 
 log = logging.getLogger(__name__)
 IN_MEMORY_LIMIT = 2 * 2**30
-STRIP_SUFFIXES = (".ome", ".tif", ".tiff", ".nd2", ".btf")
 
 
 def output_name(path: Path, tag: str = "tcan") -> str:
-    name = path.name
-    while True:
-        stem, dot, suffix = name.rpartition(".")
-        if dot and "." + suffix.lower() in STRIP_SUFFIXES:
-            name = stem
-        else:
-            break
-    return f"{name}_{tag}.ome.tif"
+    from tcan_live.sources.naming import strip_image_suffix
+
+    return f"{strip_image_suffix(path.name)}_{tag}.ome.tif"
 
 
 def _allocate(shape: tuple[int, ...], folder: Path, stack: contextlib.ExitStack) -> np.ndarray:

@@ -127,13 +127,15 @@ class Worker:
     def __init__(self, q: FrameQueue, process: ProcessFn, *, stats: Stats,
                  on_error: Callable[[Frame, str], None], idle: Callable[[], None] = lambda: None,
                  setup: Callable[[], None] = lambda: None,
-                 teardown: Callable[[], None] = lambda: None) -> None:
+                 teardown: Callable[[], None] = lambda: None,
+                 on_death: DeathFn = lambda reason: None) -> None:
         self.q, self.process, self.stats = q, process, stats
         self.on_error, self.idle, self.setup, self.teardown = on_error, idle, setup, teardown
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.setup_error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="tcan-worker", daemon=True)
+        self.thread = threading.Thread(target=guarded("tcan-worker", self._run, on_death),
+                                       name="tcan-worker", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -159,9 +161,17 @@ class Worker:
                 frame = self.q.get(timeout=0.05)
                 if frame is not None:
                     self._one(frame)
-                self.idle()
+                self._idle()
         finally:
             self.teardown()
+
+    def _idle(self) -> None:
+        try:
+            self.idle()
+        except Exception as err:  # housekeeping of one stream must not stop the others
+            log.exception("error between frames")
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(err).__name__}: {err}"
 
     def _one(self, frame: Frame) -> None:
         t0 = time.perf_counter()
@@ -184,6 +194,25 @@ class Worker:
         self.stats.errors += 1
         self.stats.last_error = reason
         self.on_error(frame, reason)
+
+
+DeathFn = Callable[[str], None]
+
+
+def guarded(name: str, body: Callable[[], None], on_death: DeathFn) -> Callable[[], None]:
+    """A thread body that reports its own death: per-item errors are contained inside ``body``;
+    anything that still escapes it (or a body that returns while it should run) is a dead
+    thread, and ``on_death`` makes the daemon exit non-zero so that the service manager restarts
+    it (never alive and idle)."""
+
+    def run() -> None:
+        try:
+            body()
+        except BaseException as err:
+            log.critical("thread %s died: %s: %s", name, type(err).__name__, err, exc_info=True)
+            on_death(f"thread {name} died: {type(err).__name__}: {err}")
+
+    return run
 
 
 def stamp_seen(frame: Frame) -> Frame:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
+from tcan_live.sources.naming import strip_image_suffix
 from tcan_live.transport.subscriber import FrameSubscriber
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,12 @@ def fill_from(rec: Recording, saved: Path) -> None:
     """Take missing planes of each stream's recorded range from the daemon's saved output."""
     import tifffile
 
-    from tcan_live.export.store import OutputStore
+    from tcan_live.export.store import output_relpath, read_journal
 
-    store = OutputStore(saved)
+    journal = read_journal(saved)  # read only: the daemon may be running on that folder
     for stream, frames in rec.frames.items():
-        path = store.output_path(stream)
+        entry = journal.get(stream)
+        path = entry["output"] if entry else saved / output_relpath(stream, None)
         if not path.exists():
             log.warning("no saved output for %s at %s", stream, path)
             continue
@@ -124,7 +126,7 @@ def write(rec: Recording, out: Path) -> list[Path]:
         meta = OmeMeta(axes="TCZ", pixel_size_um=first.get("pixel_size_um"),
                        channel_names=names, time_increment_s=dt, description=desc)
         path = out if len(streams) == 1 else out.with_name(
-            f"{out.name.removesuffix('.ome.tif')}_{n}.ome.tif")
+            f"{strip_image_suffix(out.name)}_{n}.ome.tif")
         rec.written.append(write_ome_tiff(path, data, meta))
     return rec.written
 
@@ -132,6 +134,9 @@ def write(rec: Recording, out: Path) -> list[Path]:
 def record_from_cli(args: argparse.Namespace) -> int:
     import signal
 
+    from tcan_live.export.ometiff import check_output_path
+
+    check_output_path(Path(args.output))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -45,6 +45,7 @@ class Settings(BaseModel):
     pixel_size_um: float | None = Field(None, gt=0, description="overrides the files' value")
     endpoint: str = "tcp://127.0.0.1:5557"
     allow_remote: bool = False
+    insecure: bool = Field(False, description="allow_remote without curve_keys (warns)")
     curve_keys: Path | None = None
     ingest: str | None = None
     mode: Literal["all", "latest"] = "all"

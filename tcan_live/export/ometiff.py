@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tcan_live.errors import ConfigError
 from tcan_live.sources.tiffmeta import SOFTWARE
 
 BIGTIFF_BYTES = 2**31
+OUTPUT_SUFFIXES = (".ome.tif", ".ome.tiff")
+
+
+def check_output_path(path: Path) -> Path:
+    """An output file name must say OME-TIFF: anything else is refused, never renamed."""
+    if not path.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise ConfigError(f"{path}: unknown output suffix; expected a name ending in "
+                          f"{' or '.join(OUTPUT_SUFFIXES)} (the only output format)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,9 @@ def write_ome_tiff(path: Path, data: np.ndarray, meta: OmeMeta) -> Path:
         raise ValueError(f"data has {data.ndim} dims, axes {meta.axes!r}+YX need "
                          f"{len(meta.axes) + 2}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
+    # a short temporary name (a long output name must not become a too-long temporary one);
+    # hidden and ".part", so no watcher takes it for an image
+    tmp = path.with_name(f".tcan-{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
     try:
         with tifffile.TiffWriter(tmp, ome=True, bigtiff=data.nbytes >= BIGTIFF_BYTES) as tw:
             for block, axes in _positions(data, meta.axes):

@@ -11,7 +11,9 @@ from tcan_live.export.timelapse import ExportOptions, export, is_tcan_output
 
 
 def export_from_cli(args: argparse.Namespace) -> int:
-    src, out = Path(args.input), Path(args.output)
+    from tcan_live.export.ometiff import check_output_path
+
+    src, out = Path(args.input), check_output_path(Path(args.output))
     opts = ExportOptions(drift_correct=args.drift_correct, reference=args.reference,
                          drift_channel=args.drift_channel, drift_on=args.drift_on,
                          smooth_window=args.smooth, pad=args.pad,

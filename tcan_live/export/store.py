@@ -11,26 +11,143 @@ rebuilt from the parts file, atomically (temporary name + rename), when the stre
 for a moment, periodically while it grows, and at shutdown. Axes are those of the indices seen
 (T, C, Z with size > 1; positions as separate OME images); planes never processed (``latest``
 mode) are NaN.
+
+Output names (:func:`output_relpath`, the one rule): the source's path relative to the watched
+folder with its image suffix replaced by ``_tcan.ome.tif``; pushed streams (``ingest:<name>``)
+go to ``ingest/<name>_tcan.ome.tif``. Every component is made safe (no ``..``, no empty or
+control characters, at most :data:`MAX_NAME_BYTES` bytes: a longer name is cut and given a
+hash), so an output is never outside the output folder. Two streams whose names map to one file
+(``x.tif``, ``x.ome.tif``, ``x_t0000.tif``) get distinct files: the later one gets a hash of its
+stream in its name. The name chosen is recorded in the journal, so it survives restarts.
+
+One daemon per output folder: ``.tcan-live/lock`` is locked (``flock`` / ``msvcrt``) by the
+daemon's store and holds its PID; a second daemon on the same folder is refused. Other tools
+(``record --fill-from``) only read the journal (:func:`read_journal`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
+from tcan_live.errors import ConfigError
 from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
 from tcan_live.frame import Frame, FrameIndex
+from tcan_live.sources.folder import STATE_DIR
+from tcan_live.sources.naming import strip_image_suffix
+from tcan_live.transport.ingest import INGEST_STREAM_PREFIX
 from tcan_live.transport.wire import stream_id
 
 log = logging.getLogger(__name__)
-STATE_DIR = ".tcan-live"
+OUTPUT_SUFFIX = "_tcan.ome.tif"
+MAX_NAME_BYTES = 200  # file systems allow 255; room for temp and collision suffixes
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+
+
+def _short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:n]
+
+
+def _safe_component(name: str, budget: int = MAX_NAME_BYTES) -> str:
+    """One path component that is neither special nor too long (bytes as the OS encodes it)."""
+    clean = _UNSAFE.sub("_", name).strip(" ")
+    if clean in ("", ".", "..") or clean.startswith("."):
+        clean = "_" + clean.lstrip(".") if clean.strip(".") else "_"
+    if len(os.fsencode(clean)) > budget:
+        tag = "~" + _short_hash(name)
+        raw = os.fsencode(clean)[: budget - len(tag)]
+        clean = os.fsdecode(raw.decode("utf-8", "ignore").encode("utf-8")) + tag
+    return clean
+
+
+def output_relpath(stream: str, root: Path | None, tag: str = "") -> Path:
+    """The output file of a stream, relative to the output folder (see the module doc)."""
+    if stream.startswith(INGEST_STREAM_PREFIX):
+        rel = Path("ingest") / stream[len(INGEST_STREAM_PREFIX):]
+    else:
+        p = Path(stream)
+        rel = Path(p.name)
+        if root is not None:
+            try:
+                rel = p.relative_to(root)
+            except ValueError:
+                rel = Path(p.name)
+    parts = [_safe_component(c) for c in rel.parts[:-1] if c not in ("", "/")]
+    stem = strip_image_suffix(rel.name) + (f"_{tag}" if tag else "")
+    name = _safe_component(stem, MAX_NAME_BYTES - len(OUTPUT_SUFFIX)) + OUTPUT_SUFFIX
+    return Path(*parts, name)
+
+
+def read_journal(out: Path) -> dict[str, dict[str, Any]]:
+    """Read-only view of a daemon's output folder: stream -> its latest journal meta, with
+    ``output`` (the saved file, a path) and ``frames`` (count). Writes nothing."""
+    journal = Path(out) / STATE_DIR / "journal.jsonl"
+    found: dict[str, dict[str, Any]] = {}
+    if not journal.is_file():
+        return found
+    with journal.open("rb") as fh:
+        for raw in fh:
+            try:
+                rec = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                break  # a torn last line
+            meta = dict(rec.get("meta") or {})
+            entry = found.setdefault(rec["stream"], {"frames": 0})
+            entry.update(meta)
+            entry["frames"] += 1
+    for stream, entry in found.items():
+        rel = entry.get("output") or str(output_relpath(stream, None))
+        entry["output"] = Path(out) / rel
+    return found
+
+
+class _Lock:
+    """An exclusive lock on ``path`` for this process's lifetime (released by the OS on exit or
+    crash, so a kill -9 leaves no stale lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh: IO[str] | None = open(path, "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            self._lock(self.fh)
+        except OSError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "unknown"
+            self.fh.close()
+            self.fh = None
+            raise ConfigError(f"output folder {path.parent.parent} is in use by another "
+                              f"tcan-live daemon ({holder}); give each daemon its own "
+                              "--output") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()}\n")
+        self.fh.flush()
+
+    @staticmethod
+    def _lock(fh: IO[str]) -> None:
+        if sys.platform == "win32":  # pragma: no cover - Windows only
+            import msvcrt
+
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        if self.fh is not None:
+            self.fh.close()  # closing releases flock / msvcrt locks
+            self.fh = None
 
 
 @dataclass
@@ -54,14 +171,26 @@ def _fsync_append(path: Path, data: bytes) -> int:
     return offset
 
 
+def _printable(text: str) -> str:
+    """Text for XML: undecodable bytes of a file name (surrogates) shown as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class OutputStore:
-    def __init__(self, out: Path, root: Path | None = None, *, model_id: str = "") -> None:
+    def __init__(self, out: Path, root: Path | None = None, *, model_id: str = "",
+                 on_error: Any = None) -> None:
         self.out, self.root, self.model_id = Path(out), root, model_id
         self.state = self.out / STATE_DIR
         (self.state / "parts").mkdir(parents=True, exist_ok=True)
+        self._lock = _Lock(self.state / "lock")
         self.journal = self.state / "journal.jsonl"
         self.streams: dict[str, _Stream] = {}
+        self._claimed: dict[Path, str] = {}  # output file (relative) -> stream
+        self.on_error = on_error or (lambda path, reason: None)
         self._recover()
+
+    def close(self) -> None:
+        self._lock.release()
 
     # -- recovery ----------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -79,6 +208,7 @@ class OutputStore:
             if st is None:
                 st = self.streams[rec["stream"]] = _Stream(rec["stream"], tuple(rec["shape"]),
                                                           rec.get("meta", {}))
+                self._claim(st)
             st.planes[FrameIndex(**rec["index"])] = rec["plane"]
         self.journal.write_text("".join(g + "\n" for g in good), encoding="utf-8")
         for st in self.streams.values():
@@ -102,6 +232,7 @@ class OutputStore:
             meta: dict[str, Any] = {"pixel_size_um": pixel_size_um, "source": frame.source,
                                     "channels": {}}
             st = self.streams[frame.stream] = _Stream(frame.stream, enhanced.shape, meta)
+            self._claim(st)
         if tuple(enhanced.shape) != tuple(st.shape):
             raise ValueError(f"{frame.source}: frame shape {enhanced.shape} differs from the "
                              f"stream's {st.shape}")
@@ -125,21 +256,24 @@ class OutputStore:
     def _parts(self, stream: str) -> Path:
         return self.state / "parts" / f"{stream_id(stream)}.f32"
 
+    def _claim(self, st: _Stream) -> None:
+        """Give the stream its own output file (recorded in its meta, so in the journal)."""
+        rel = st.meta.get("output")
+        if rel is None:
+            rel = str(output_relpath(st.stream, self.root))
+            other = self._claimed.get(Path(rel))
+            if other is not None and other != st.stream:
+                rel = str(output_relpath(st.stream, self.root, tag=_short_hash(st.stream)))
+                log.warning("%s and %s map to one output name; the latter is saved as %s",
+                            other, st.stream, rel)
+            st.meta["output"] = rel
+        self._claimed[Path(rel)] = st.stream
+
     def output_path(self, stream: str) -> Path:
-        p = Path(stream)
-        rel = Path(p.name)
-        if self.root is not None:
-            try:
-                rel = p.relative_to(self.root)
-            except ValueError:
-                rel = Path(p.name)
-        name = rel.name
-        for suffix in (".tif", ".tiff", ".ome", ".nd2"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-        if name.lower().endswith(".ome"):
-            name = name[:-4]
-        return self.out / rel.parent / f"{name}_tcan.ome.tif"
+        st = self.streams.get(stream)
+        if st is not None and st.meta.get("output"):
+            return self.out / st.meta["output"]
+        return self.out / output_relpath(stream, self.root)
 
     def flush(self, *, idle_s: float = 0.0, every_s: float = float("inf")) -> list[Path]:
         """Rewrite the OME-TIFF of streams that changed and were quiet for ``idle_s`` (or were
@@ -148,8 +282,13 @@ class OutputStore:
         written = []
         for st in self.streams.values():
             if st.dirty and (now - st.last_add >= idle_s or now - st.last_flush >= every_s):
-                written.append(self._write(st))
                 st.dirty, st.last_flush = False, now
+                try:
+                    written.append(self._write(st))
+                except Exception as err:  # one stream's file must not stop the others
+                    log.exception("could not write %s", self.output_path(st.stream))
+                    self.on_error(self.output_path(st.stream),
+                                  f"output not written: {type(err).__name__}: {err}")
         return written
 
     def _write(self, st: _Stream) -> Path:
@@ -170,7 +309,7 @@ class OutputStore:
         meta = OmeMeta(axes=axes, pixel_size_um=st.meta.get("pixel_size_um"),
                        channel_names=names, time_increment_s=dt if dt and dt > 0 else None,
                        description=f"Enhanced live by tcan-live (model {self.model_id}) from "
-                                   f"{st.meta.get('source', st.stream)}")
+                                   f"{_printable(st.meta.get('source', st.stream))}")
         path = self.output_path(st.stream)
         write_ome_tiff(path, data, meta)
         log.info("saved %d frames to %s", len(st.planes), path)

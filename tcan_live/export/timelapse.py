@@ -23,6 +23,7 @@ import numpy as np
 
 from tcan_live.export.drift import Reference, common_crop, estimate_drift, shift_image, smooth
 from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
+from tcan_live.sources.naming import strip_image_suffix
 from tcan_live.sources.readers import StackInfo, open_stack
 
 ENHANCED_MARKERS = ("Enhanced by tcan-live", "Enhanced live by tcan-live")
@@ -185,7 +186,7 @@ def export(input_path: Path, out: Path, opts: ExportOptions, enhancer: Any | Non
     for p in range(n_pos):
         res = process_position(data[p], enhance, opts, progress,
                                enhanced=None if pre is None else pre[p])
-        stem = out.name[: -len(".ome.tif")] if out.name.endswith(".ome.tif") else out.stem
+        stem = strip_image_suffix(out.name)
         base = out.with_name(f"{stem}_p{p}" if n_pos > 1 else stem)
         target = base.with_name(base.name + ".ome.tif")
         meta = OmeMeta(axes="TCZ", pixel_size_um=px, channel_names=info.channel_names,

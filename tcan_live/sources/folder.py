@@ -67,6 +67,7 @@ class Tracked:
     failed: str | None = None
     reported: bool = False
     generation: int = 0  # incremented by every event; a scan only concludes on its generation
+    noted: str | None = None  # an incomplete-but-quiet state already reported
 
 
 def kind_of(path: Path) -> str | None:
@@ -85,7 +86,7 @@ class FolderSource:
         self, root: Path, *, emit: EmitFn, on_error: ErrorFn, is_done: DoneFn | None = None,
         settle_s: float = 2.0, give_up_s: float = 60.0, poll: bool = False,
         scan_interval_s: float = 0.1, pixel_size_um: float | None = None,
-        exclude: Sequence[Path] = (),
+        exclude: Sequence[Path] = (), on_death: Callable[[str], None] | None = None,
     ) -> None:
         self.root = Path(root)
         self.exclude = tuple(Path(os.path.abspath(p)) for p in exclude)
@@ -105,6 +106,7 @@ class FolderSource:
         self._thread: threading.Thread | None = None
         self._observer: object | None = None
         self.frames_emitted = 0
+        self.on_death = on_death or (lambda reason: None)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -125,9 +127,18 @@ class FolderSource:
                 self._log_once(e, f"output folder {e} is inside the watched folder: not read")
         for p in self._existing():  # what is already there (e.g. after a restart)
             self.touch(p)
-        self._thread = threading.Thread(target=self._run, name="tcan-folder-scan", daemon=True)
+        from tcan_live.pipeline import guarded
+
+        self._thread = threading.Thread(
+            target=guarded("tcan-folder-scan", self._run, self.on_death),
+            name="tcan-folder-scan", daemon=True)
         self._thread.start()
         log.info("watching %s (%s)", self.root, "polling" if self.poll else "native events")
+
+    def threads(self) -> list[threading.Thread]:
+        """The threads that must stay alive while the source runs (for the daemon's check)."""
+        out = [self._thread] if self._thread is not None else []
+        return out + ([self._observer] if isinstance(self._observer, threading.Thread) else [])
 
     def stop(self) -> None:
         self._stop.set()
@@ -281,12 +292,23 @@ class FolderSource:
                 self._fail(t, "file is empty (0 bytes)", final=quiet)
             else:
                 t.failed = reason  # maybe still being written: retry until give_up_s
+        if t.noted and not t.complete:
+            with self._lock:  # reported as incomplete: wait for the next change event
+                if gen == t.generation:
+                    self._dirty.discard(t.path)
         if t.complete or (t.failed and t.reported):
             with self._lock:
                 if gen == t.generation and (now - t.last_change >= self.settle_s or t.complete):
                     self._dirty.discard(t.path)
                     if t.path not in self._dirty:
                         self._finish(t)
+
+    def _incomplete(self, t: Tracked, reason: str) -> None:
+        """A quiet file with missing pixel data: reported once when quiet for ``give_up_s``;
+        the file stays followed (not final), so frames added later are still read."""
+        if time.monotonic() - t.last_change >= self.give_up_s and t.noted != reason:
+            t.noted = reason
+            self.on_error(t.path, reason + " (still watched: frames written later are read)")
 
     def _fail(self, t: Tracked, reason: str, *, final: bool) -> None:
         t.failed = reason
@@ -354,6 +376,13 @@ class FolderSource:
                 t.complete = True
                 return
             ready = reader.ready_planes(settled)
+            if settled and ready < reader.info.n_planes:
+                # quiet, and pages missing or cut: reported once (give_up_s), and followed on if
+                # it grows again (a time-lapse with a long interval looks the same)
+                incomplete = reader.incomplete_page()
+                if incomplete is not None or ready == t.emitted:
+                    self._incomplete(t, incomplete or (
+                        f"incomplete: {ready} of {reader.info.n_planes} planes on disk"))
             stream, name_index, named = split_name(t.path)
             single = reader.info.n_planes == 1 and named
             for _, frame in reader.planes(t.emitted, ready):
@@ -412,6 +441,12 @@ class _Handler:
     WRITES = ("created", "modified", "moved", "closed")  # not opened / closed_no_write: reads
 
     def dispatch(self, event: object) -> None:
+        try:
+            self._dispatch(event)
+        except Exception:  # one odd event (a name, a vanished folder) must not stop watching
+            log.exception("ignored a file-system event: %r", event)
+
+    def _dispatch(self, event: object) -> None:
         kind = getattr(event, "event_type", "")
         if kind not in self.WRITES:
             return
@@ -423,13 +458,18 @@ class _Handler:
         if not path:
             return
         if isinstance(path, bytes):
-            path = path.decode()
+            path = os.fsdecode(path)
         # closed after writing (Linux), or renamed into place: the writer is done with it
         closed = kind in ("closed", "moved")
         p = Path(path)
         if p.is_dir():
-            for child in p.rglob("*"):
-                self.source.touch(child)
+            if p.is_symlink() or self.source.excluded(p / "x") is not None:
+                return
+            for top, dirs, files in os.walk(p, followlinks=False):
+                here = Path(top)
+                dirs[:] = [d for d in dirs if self.source._dir_excluded(here / d) is None]
+                for f in files:
+                    self.source.touch(here / f)
         else:
             self.source.touch(p, closed=closed)
 

@@ -27,12 +27,21 @@ def is_ignored(path: Path) -> bool:
     return name.startswith((".", "~$")) or name.lower().endswith(TEMP_SUFFIXES)
 
 
+# image suffixes, longest first: the one rule for turning a file name into a stem
+IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".btf", ".nd2", ".zarr")
+
+
+def strip_image_suffix(name: str) -> str:
+    low = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def split_name(path: Path) -> tuple[str, FrameIndex, bool]:
     """(stream name, index from the name, whether the name held index tokens)."""
-    stem = path.name
-    for suffix in (".tif", ".tiff", ".ome", ".nd2"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
+    stem = strip_image_suffix(path.name)
     found: dict[str, int] = {}
 
     def take(m: re.Match[str]) -> str:

@@ -70,6 +70,17 @@ class StackReader(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+MAX_PLANE_PIXELS = 2**28  # 16384 x 16384: a header claiming more is refused before reading
+
+
+def check_plane_size(path: Path, shape: tuple[int, int], dtype: np.dtype[Any]) -> None:
+    """Refuse absurd frame sizes from a header before anything is allocated."""
+    n = int(shape[0]) * int(shape[1])
+    if n > MAX_PLANE_PIXELS or min(shape) < 1:
+        raise UnsupportedInputError(path, f"frame of {shape[0]} x {shape[1]} px: outside "
+                                          f"1 .. {MAX_PLANE_PIXELS} px per frame")
+
+
 def check_dtype(path: Path, dtype: np.dtype[Any]) -> None:
     if dtype.name not in SUPPORTED_DTYPES:
         raise UnsupportedInputError(path, f"pixel type {dtype} is not supported "
@@ -190,10 +201,23 @@ class TiffReader(_Closing):
             raise ReadError(path, "TIFF file holds no images")
         try:
             self.info, self._n_series = tiffmeta.describe(path, self._tif)
+            check_plane_size(path, self.info.plane_shape, self.info.dtype)
+            check_dtype(path, self.info.dtype)
         except Exception:
             self._tif.close()
             raise
-        check_dtype(path, self.info.dtype)
+
+    def incomplete_page(self) -> str | None:
+        """Why the first page whose pixel data is not all on disk is incomplete, or None."""
+        size = self._tif.filehandle.size
+        for k, page in enumerate(self._tif.pages):
+            page_any: Any = page
+            ends = [o + c for o, c in zip(page_any.dataoffsets, page_any.databytecounts,
+                                          strict=True)]
+            if not ends or max(ends) > size:
+                return (f"truncated: the pixel data of page {k} ends at byte "
+                        f"{max(ends) if ends else '?'}, the file has {size} bytes")
+        return None
 
     def ready_planes(self, settled: bool) -> int:
         """How many leading planes of a file that may still grow are complete on disk.

@@ -21,6 +21,7 @@ import zmq
 from tcan_live.errors import ProtocolError
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.transport import wire
+from tcan_live.pipeline import guarded
 from tcan_live.transport.publisher import check_endpoint
 
 log = logging.getLogger(__name__)
@@ -33,21 +34,33 @@ class IngestSource:
     def __init__(self, endpoint: str, *, emit: Callable[[Frame], None],
                  on_error: Callable[[Path | str, str], None],
                  is_done: Callable[[str, FrameIndex], bool] | None = None,
-                 allow_remote: bool = False) -> None:
+                 allow_remote: bool = False, curve_keys: Path | None = None,
+                 on_death: Callable[[str], None] | None = None) -> None:
         check_endpoint(endpoint, allow_remote)
         self.endpoint = endpoint
+        self.curve_keys = curve_keys
+        self._auth: Any = None
         self.emit, self.on_error = emit, on_error
         self.is_done = is_done or (lambda s, i: False)
         self._stop = threading.Event()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tcan-ingest", daemon=True)
+        self._thread = threading.Thread(
+            target=guarded("tcan-ingest", self._run, on_death or (lambda reason: None)),
+            name="tcan-ingest", daemon=True)
         self.bound: str | None = None
+        self.bind_error: BaseException | None = None
         self.received = 0
         self.rejected = 0
+        self.reasons: dict[str, int] = {}  # rejection reason (first words) -> count
+
+    def threads(self) -> list[threading.Thread]:
+        return [self._thread]
 
     def start(self) -> None:
         self._thread.start()
         self._ready.wait(10)
+        if self.bind_error is not None:
+            raise self.bind_error
 
     def stop(self) -> None:
         self._stop.set()
@@ -57,9 +70,21 @@ class IngestSource:
         sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, 4)
         sock.setsockopt(zmq.LINGER, 0)
+        # a message larger than the biggest valid frame is dropped by ZeroMQ before it is read
+        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_HEADER_BYTES + wire.MAX_SIDE**2 * 8)
         try:
+            if self.curve_keys is not None:
+                from tcan_live.transport.publisher import curve_server
+
+                self._auth = curve_server(sock.context, sock, Path(self.curve_keys))
             sock.bind(self.endpoint)
             self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException as err:
+            self.bind_error = err
+            sock.close(linger=0)
+            if self._auth is not None:
+                self._auth.stop()
+            return
         finally:
             self._ready.set()
         try:
@@ -68,27 +93,50 @@ class IngestSource:
                     continue
                 frames = sock.recv_multipart(copy=True)
                 try:
-                    header, array = wire.decode_ingest(frames)
+                    self._one(frames)
                 except ProtocolError as err:
-                    self.rejected += 1
-                    self.on_error(self.endpoint, f"rejected pushed frame: {err}")
-                    continue
-                self.received += 1
-                frame = frame_from_header(header, array)
-                if not self.is_done(frame.stream, frame.index):
-                    self.emit(frame)
+                    self._reject(str(err))
+                except Exception as err:  # one message must never stop the ingest thread
+                    log.exception("pushed frame not handled")
+                    self._reject(f"{type(err).__name__}: {err}")
         finally:
             sock.close(linger=0)
+            if self._auth is not None:
+                self._auth.stop()
+
+    def _one(self, frames: list[bytes]) -> None:
+        header, array = wire.decode_ingest(frames)
+        self.received += 1
+        frame = frame_from_header(header, array)
+        if not self.is_done(frame.stream, frame.index):
+            self.emit(frame)
+
+    def _reject(self, reason: str) -> None:
+        self.rejected += 1
+        key = reason.split(":", 1)[0][:80]
+        if key not in self.reasons and len(self.reasons) >= 64:
+            key = "other"
+        first = key not in self.reasons
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+        # each kind of reason reported once by name, the rest counted (a flood of bad messages
+        # must not flood the log or the status channel)
+        if first:
+            self.on_error(self.endpoint, f"rejected pushed frame: {reason}")
+
+
+INGEST_STREAM_PREFIX = "ingest:"  # pushed streams never share a name with a file's stream
 
 
 def frame_from_header(header: dict[str, Any], array: np.ndarray) -> Frame:
-    idx = header.get("index") or {}
+    """A frame from a header that :func:`wire.decode_ingest` validated. The stream name is an
+    identifier (``ingest:<name>``), never a path."""
+    idx = header["index"]
+    stream = INGEST_STREAM_PREFIX + header["stream"]
     return Frame(
-        data=array.copy(), index=FrameIndex(**{k: int(idx.get(k, 0)) for k in "tczp"}),
+        data=array.copy(), index=FrameIndex(**{k: idx[k] for k in "tczp"}),
         pixel_size_um=header.get("pixel_size_um"), channel_name=header.get("channel_name"),
-        time_s=header.get("time_s"), stream=str(header.get("stream", "pushed")),
-        source=str(header.get("source", header.get("stream", "pushed"))),
-        extra={"pushed": True},
+        time_s=header.get("time_s"), stream=stream,
+        source=header.get("source") or stream, extra={"pushed": True},
     )
 
 
@@ -99,8 +147,10 @@ class FrameForwarder:
     (daemon absent, slow, or an error); ``sent``/``dropped``/``errors`` count them.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_INGEST, *, hwm: int = 8) -> None:
+    def __init__(self, endpoint: str = DEFAULT_INGEST, *, hwm: int = 8,
+                 curve_keys: Path | None = None, client: str = "viewer") -> None:
         self.endpoint, self.hwm = endpoint, hwm
+        self.curve_keys, self.client = curve_keys, client
         self._sock: zmq.Socket[Any] | None = None
         self._lock = threading.Lock()
         self.sent = self.dropped = self.errors = 0
@@ -115,6 +165,10 @@ class FrameForwarder:
             sock.setsockopt(zmq.SNDHWM, self.hwm)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer that is not connected
+            if self.curve_keys is not None:
+                from tcan_live.transport.subscriber import curve_client
+
+                curve_client(sock, Path(self.curve_keys), self.client)
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock

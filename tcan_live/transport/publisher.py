@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -63,7 +64,7 @@ class ZmqPublisher:
         self.sock.setsockopt(zmq.LINGER, 0)
         self._auth = None
         if curve_keys is not None:
-            self._auth = _curve_server(self.ctx, self.sock, Path(curve_keys))
+            self._auth = curve_server(self.ctx, self.sock, Path(curve_keys))
         self.sock.bind(endpoint)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._cache: OrderedDict[bytes, list[bytes]] = OrderedDict()
@@ -127,11 +128,40 @@ class ZmqPublisher:
             self._auth.stop()
 
 
-def _curve_server(ctx: zmq.Context[Any], sock: zmq.Socket[Any], keys: Path) -> Any:
+class _SharedAuth:
+    """One ZAP authenticator per ZeroMQ context (the publisher and the ingest socket share it:
+    a context can have only one), stopped when its last user stops."""
+
+    _lock = threading.Lock()
+    _by_ctx: dict[int, tuple[Any, int]] = {}
+
+    def __init__(self, ctx: zmq.Context[Any], clients: Path) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self.key = id(ctx)
+        with self._lock:
+            auth, users = self._by_ctx.get(self.key, (None, 0))
+            if auth is None:
+                auth = ThreadAuthenticator(ctx)
+                auth.start()
+            auth.configure_curve(domain="*", location=str(clients))
+            self._by_ctx[self.key] = (auth, users + 1)
+
+    def stop(self) -> None:
+        with self._lock:
+            auth, users = self._by_ctx.pop(self.key, (None, 0))
+            if auth is None:
+                return
+            if users > 1:
+                self._by_ctx[self.key] = (auth, users - 1)
+            else:
+                auth.stop()
+
+
+def curve_server(ctx: zmq.Context[Any], sock: zmq.Socket[Any], keys: Path) -> Any:
     """CURVE server: ``keys/server.key_secret`` + public keys of allowed clients in
-    ``keys/clients/`` (see ``tcan-live keys``)."""
+    ``keys/clients/`` (see ``tcan-live keys``). Returns what to ``stop()`` with the socket."""
     import zmq.auth
-    from zmq.auth.thread import ThreadAuthenticator
 
     secret = keys / "server.key_secret"
     clients = keys / "clients"
@@ -139,9 +169,7 @@ def _curve_server(ctx: zmq.Context[Any], sock: zmq.Socket[Any], keys: Path) -> A
         raise ConfigError(f"{keys}: expected server.key_secret and a clients/ folder "
                           "(create them with `tcan-live keys`)")
     public, private = zmq.auth.load_certificate(str(secret))
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
-    auth.configure_curve(domain="*", location=str(clients))
+    auth = _SharedAuth(ctx, clients)
     sock.curve_secretkey = private
     sock.curve_publickey = public
     sock.curve_server = True

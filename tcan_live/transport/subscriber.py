@@ -24,6 +24,17 @@ from tcan_live.transport import wire
 log = logging.getLogger(__name__)
 
 
+def curve_client(sock: zmq.Socket[Any], keys: Path, client: str) -> None:
+    """Make ``sock`` a CURVE client with ``keys/<client>.key_secret`` and ``keys/server.key``
+    (the files `tcan-live keys` writes; text certificates, never pickles)."""
+    from zmq.auth import load_certificate
+
+    pub, sec = load_certificate(str(keys / f"{client}.key_secret"))
+    server, _ = load_certificate(str(keys / "server.key"))
+    sock.curve_publickey, sock.curve_secretkey = pub, sec
+    sock.curve_serverkey = server
+
+
 class FrameSubscriber:
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5557", *,
                  kinds: Sequence[str] = ("raw", "enhanced", "status"), rcvhwm: int = 1000,
@@ -34,12 +45,7 @@ class FrameSubscriber:
         self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self.sock.setsockopt(zmq.LINGER, 0)
         if curve_keys is not None:
-            from zmq.auth import load_certificate
-
-            pub, sec = load_certificate(str(Path(curve_keys) / f"{client}.key_secret"))
-            server, _ = load_certificate(str(Path(curve_keys) / "server.key"))
-            self.sock.curve_publickey, self.sock.curve_secretkey = pub, sec
-            self.sock.curve_serverkey = server
+            curve_client(self.sock, Path(curve_keys), client)
         for kind in kinds:
             self.sock.setsockopt(zmq.SUBSCRIBE, f"{kind}/".encode())
         self.sock.connect(endpoint)

@@ -42,7 +42,7 @@ class Message:
 
 def stream_id(stream: str) -> str:
     """A short, topic-safe id for a stream (stable across runs)."""
-    return hashlib.sha1(stream.encode("utf-8")).hexdigest()[:12]
+    return hashlib.sha1(stream.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def encode(kind: str, stream: str, header: dict[str, Any],
@@ -110,22 +110,80 @@ def encode_ingest(header: dict[str, Any], array: np.ndarray) -> list[bytes | mem
             memoryview(arr).cast("B")]  # type: ignore[arg-type]
 
 
+MAX_SIDE = 32768  # px per side of a pushed frame
+MAX_HEADER_BYTES = 64 * 1024
+MAX_INDEX = 10**7
+STREAM_NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._:@+=-]{0,127}$"  # an identifier, never a path
+
+
+def _ingest_schema() -> Any:
+    """The one schema every pushed header is validated against (types, ranges, identifiers)."""
+    from typing import Annotated, Literal
+
+    from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+
+    Index = Annotated[StrictInt, Field(ge=0, le=MAX_INDEX)]
+    Side = Annotated[StrictInt, Field(ge=1, le=MAX_SIDE)]
+    Text = Annotated[str, Field(max_length=512, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    Number = StrictFloat | StrictInt
+
+    class FrameIndexModel(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        t: Index = 0
+        c: Index = 0
+        z: Index = 0
+        p: Index = 0
+
+    class IngestHeader(BaseModel):
+        model_config = ConfigDict(extra="ignore", strict=True)
+        format: Literal["tcan-live-ingest"]
+        version: Literal[1]
+        shape: Annotated[list[Side], Field(min_length=2, max_length=2)]
+        dtype: Literal["uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"]
+        stream: Annotated[str, Field(pattern=STREAM_NAME)] = "pushed"
+        source: Text | None = None
+        index: FrameIndexModel = FrameIndexModel()
+        pixel_size_um: Annotated[Number, Field(gt=0, le=1000, allow_inf_nan=False)] | None = None
+        channel_name: Annotated[Text, Field(max_length=128)] | None = None
+        time_s: Annotated[Number, Field(allow_inf_nan=False)] | None = None
+
+    return IngestHeader
+
+
+_SCHEMA: Any = None
+
+
 def decode_ingest(frames: list[bytes] | list[memoryview]) -> tuple[dict[str, Any], np.ndarray]:
+    """Validate and decode a pushed frame; anything off the schema is a :class:`ProtocolError`
+    (the header is checked before the buffer is looked at)."""
+    global _SCHEMA
+    from pydantic import ValidationError
+
     if len(frames) != 2:
         raise ProtocolError(f"expected 2 ingest frames, got {len(frames)}")
     head_b, buf = (bytes(f) for f in frames)
+    if len(head_b) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"ingest header of {len(head_b)} bytes (at most {MAX_HEADER_BYTES})")
     try:
         header = json.loads(head_b.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ProtocolError(f"ingest header is not UTF-8 JSON: {err}") from err
     if not isinstance(header, dict) or header.get("format") != INGEST_FORMAT:
         raise ProtocolError("not a tcan-live ingest message")
     if header.get("version") != VERSION:
         raise ProtocolError(f"unsupported ingest version {header.get('version')!r}")
-    if header.get("dtype") not in DTYPES:
-        raise ProtocolError(f"dtype {header.get('dtype')!r} not allowed")
-    dtype = np.dtype(header["dtype"]).newbyteorder("<")
-    shape = tuple(int(s) for s in header.get("shape", ()))
-    if len(shape) != 2 or shape[0] * shape[1] * dtype.itemsize != len(buf):
+    if _SCHEMA is None:
+        _SCHEMA = _ingest_schema()
+    try:
+        valid = _SCHEMA.model_validate(header)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "header"
+        raise ProtocolError(f"ingest header field {where!r}: {first['msg']}") from None
+    dtype = np.dtype(valid.dtype).newbyteorder("<")
+    shape = tuple(valid.shape)
+    if shape[0] * shape[1] * dtype.itemsize != len(buf):
         raise ProtocolError(f"buffer of {len(buf)} bytes does not match shape {shape}")
-    return header, np.frombuffer(buf, dtype=dtype).reshape(shape)
+    clean = valid.model_dump()
+    clean["index"] = dict(clean["index"])
+    return clean, np.frombuffer(buf, dtype=dtype).reshape(shape)
