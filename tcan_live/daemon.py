@@ -44,6 +44,8 @@ class Daemon:
         self.queue: FrameQueue = (LatestQueue() if settings.mode == "latest"
                                   else AllQueue(settings.queue_size, self.stop_event))
         self._pending_errors: deque[tuple[str, str]] = deque(maxlen=1000)
+        # metadata learnt late (source threads), applied by the worker that owns the store
+        self._meta_updates: deque[tuple[str, dict[str, Any]]] = deque(maxlen=1000)
         self._seq = 0
         self._last_status = 0.0
         self.enhancer: Any = None
@@ -87,7 +89,9 @@ class Daemon:
             src = FolderSource(s.folder.resolve(), emit=self.submit, on_error=self._file_error,
                                is_done=self.store.is_done, settle_s=s.settle_s,
                                give_up_s=s.give_up_s, poll=s.poll, pixel_size_um=s.pixel_size_um,
-                               exclude=(s.output_folder().resolve(),), on_death=self.fatal)
+                               exclude=(s.output_folder().resolve(),), on_death=self.fatal,
+                               layout_of=self.store.layout_of,
+                               on_metadata=lambda st, m: self._meta_updates.append((st, m)))
             self.sources.append(src)
             src.start()
         if s.ingest is not None:
@@ -190,6 +194,8 @@ class Daemon:
     def _idle(self) -> None:
         s = self.settings
         self.publisher.service()
+        while self._meta_updates:
+            self.store.update_meta(*self._meta_updates.popleft())
         while self._pending_errors:
             path, reason = self._pending_errors.popleft()
             self._publish_status(state="error", file=path, reason=reason)

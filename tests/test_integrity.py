@@ -161,7 +161,8 @@ def test_stacks_that_map_to_one_name_get_distinct_outputs(daemon: Any, tmp_path:
     acq.mkdir()
     d = daemon(folder=acq)
     tifffile.imwrite(acq / "x.tif", np.full((2, 16, 16), 1, np.uint16))
-    tifffile.imwrite(acq / "x.ome.tif", np.full((3, 16, 16), 2, np.uint16), metadata={"axes": "TYX"})
+    tifffile.imwrite(acq / "x.ome.tif", np.full((3, 16, 16), 2, np.uint16),
+                     metadata={"axes": "TYX"})
     tifffile.imwrite(acq / "x_t0000.tif", np.full((16, 16), 3, np.uint16))
     assert _wait(lambda: d.stats.frames_done == 6, 60), d.status()
     d.store.flush()
@@ -204,7 +205,8 @@ def test_two_daemons_on_one_output_folder_are_refused(daemon: Any, tmp_path: Pat
     a = tmp_path / "a"
     a.mkdir()
     daemon(folder=a)
-    with pytest.raises(ConfigError, match=f"in use by another tcan-live daemon \\(pid {os.getpid()}"):
+    in_use = f"in use by another tcan-live daemon \\(pid {os.getpid()}"
+    with pytest.raises(ConfigError, match=in_use):
         OutputStore(tmp_path / "out")
 
 
@@ -415,3 +417,53 @@ def test_unknown_output_suffixes_are_refused(tmp_path: Path, argv: list[str], wh
     err = capsys.readouterr().err
     assert what in err and ".ome.tif" in err and err.count("\n") == 1
     assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob("run*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. index stability: a growing multi-series OME-TIFF
+
+
+def _grow_one_page_per_write(path: Path, n: int = 8) -> list[bytes]:
+    """The file's bytes after each TiffWriter.write() call and after close."""
+    snaps = []
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for k in range(n):
+            tw.write(np.full((128, 160), 100 * (k + 1), np.uint16), photometric="minisblack",
+                     metadata={"axes": "YX", "PhysicalSizeX": 0.05, "PhysicalSizeY": 0.05})
+            tw._fh.flush()
+            snaps.append(path.read_bytes())
+    snaps.append(path.read_bytes())
+    return snaps
+
+
+def test_growing_multi_series_ome_tiff_keeps_its_first_indices(daemon: Any,
+                                                               tmp_path: Path) -> None:
+    grown = _grow_one_page_per_write(tmp_path / "src.ome.tif")
+    with tifffile.TiffFile(tmp_path / "src.ome.tif") as tif:  # as tifffile reads it, closed
+        assert [s.shape for s in tif.series] == [(128, 160)] * 8
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    d = daemon(folder=acq, settle_s=0.3)
+    target = acq / "stack.ome.tif"
+    for k, snap in enumerate(grown):
+        with target.open("r+b" if target.exists() else "wb") as fh:  # grown in place
+            fh.write(snap)
+        if k < len(grown) - 1:
+            assert _wait(lambda k=k: d.stats.frames_done >= k, 30), (k, d.status())
+    assert _wait(lambda: d.stats.frames_done == 8, 30), d.status()
+    time.sleep(1.0)
+    d.store.flush()
+    assert d.stats.frames_done == 8 and d.stats.errors == 0
+    st = d.store.streams[str(target.resolve())]
+    assert sorted(i.t for i in st.planes) == list(range(8))
+    assert {(i.c, i.z, i.p) for i in st.planes} == {(0, 0, 0)}
+    out = tmp_path / "out" / "stack_tcan.ome.tif"
+    with tifffile.TiffFile(out) as tif:
+        assert len(tif.series) == 1 and tif.series[0].shape == (8, 128, 160)
+        data = tif.series[0].asarray()
+        px = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]["PhysicalSizeX"]
+    assert np.isfinite(data).all()
+    assert px == pytest.approx(0.05)
+    # each output plane is the enhancement of the source page with that number
+    means = data.reshape(8, -1).mean(1)
+    assert np.all(np.diff(means) > 0)

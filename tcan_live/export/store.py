@@ -103,6 +103,9 @@ def read_journal(out: Path) -> dict[str, dict[str, Any]]:
                 break  # a torn last line
             meta = dict(rec.get("meta") or {})
             entry = found.setdefault(rec["stream"], {"frames": 0})
+            if "meta_update" in rec:
+                entry.update(rec["meta_update"])
+                continue
             entry.update(meta)
             entry["frames"] += 1
     for stream, entry in found.items():
@@ -204,6 +207,10 @@ class OutputStore:
                 log.warning("journal: ignoring a torn line (crash while writing it)")
                 break
             good.append(line)
+            if "meta_update" in rec:
+                if rec["stream"] in self.streams:
+                    self.streams[rec["stream"]].meta.update(rec["meta_update"])
+                continue
             st = self.streams.get(rec["stream"])
             if st is None:
                 st = self.streams[rec["stream"]] = _Stream(rec["stream"], tuple(rec["shape"]),
@@ -222,6 +229,27 @@ class OutputStore:
                  sum(len(s.planes) for s in self.streams.values()), len(self.streams))
 
     # -- per frame ---------------------------------------------------------------------------
+    def update_meta(self, stream: str, meta: dict[str, Any]) -> None:
+        """Metadata learnt after a stream's planes were saved (a value that was unknown):
+        journaled, and the stream's file is rewritten."""
+        st = self.streams.get(stream)
+        if st is None:
+            return
+        new = {k: v for k, v in meta.items() if st.meta.get(k) is None and v is not None}
+        if not new:
+            return
+        st.meta.update(new)
+        rec = {"stream": stream, "meta_update": new}
+        _fsync_append(self.journal, (json.dumps(rec) + "\n").encode("utf-8"))
+        st.dirty, st.last_add = True, time.monotonic()
+        log.info("%s: %s learnt once the file was complete", stream, new)
+
+    def layout_of(self, stream: str) -> tuple[str, tuple[int, ...]] | None:
+        """The layout a stream's planes were first saved under (see sources/folder.py)."""
+        st = self.streams.get(stream)
+        lay = st.meta.get("layout") if st is not None else None
+        return (str(lay[0]), tuple(int(n) for n in lay[1])) if lay else None
+
     def is_done(self, stream: str, index: FrameIndex) -> bool:
         st = self.streams.get(stream)
         return st is not None and index in st.planes
@@ -238,6 +266,14 @@ class OutputStore:
                              f"stream's {st.shape}")
         if frame.index in st.planes:
             return
+        if st.meta.get("pixel_size_um") is None and pixel_size_um is not None:
+            # a growing OME-TIFF states its pixel size only once closed: the stack takes it
+            st.meta["pixel_size_um"] = pixel_size_um
+            log.info("%s: pixel size %.4g um known from plane %s on", frame.source,
+                     pixel_size_um, frame.index.as_dict())
+        layout = frame.extra.get("layout")
+        if layout is not None and "layout" not in st.meta:
+            st.meta["layout"] = [layout[0], list(layout[1])]
         if frame.channel_name:
             st.meta["channels"][str(frame.index.c)] = frame.channel_name
         i = frame.index

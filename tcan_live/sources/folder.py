@@ -41,6 +41,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from tcan_live.errors import ReadError, TcanError, UnsupportedInputError
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.sources.naming import is_ignored, split_name
@@ -53,6 +55,16 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
 EmitFn = Callable[[Frame], None]
 ErrorFn = Callable[[Path, str], None]
 DoneFn = Callable[[str, FrameIndex], bool]
+Layout = tuple[str, tuple[int, ...]]
+LayoutFn = Callable[[str], "Layout | None"]
+
+
+def kept_index(layout: Layout, k: int) -> FrameIndex:
+    """Plane ``k`` of a file under a kept layout; planes beyond it extend the slowest axis."""
+    axes, shape = layout
+    idx = np.unravel_index(k, (max(shape[0], k + 1), *shape[1:]))
+    fields = {"T": "t", "C": "c", "Z": "z", "P": "p"}
+    return FrameIndex(**{fields[a]: int(i) for a, i in zip(axes, idx, strict=True)})
 
 
 @dataclass
@@ -68,6 +80,9 @@ class Tracked:
     reported: bool = False
     generation: int = 0  # incremented by every event; a scan only concludes on its generation
     noted: str | None = None  # an incomplete-but-quiet state already reported
+    layout: tuple[str, tuple[int, ...]] | None = None  # (axes, shape) first published
+    relayout_logged: bool = False
+    layout_fixed: bool = False  # set once a plane was handed on (or the journal had one)
 
 
 def kind_of(path: Path) -> str | None:
@@ -87,6 +102,8 @@ class FolderSource:
         settle_s: float = 2.0, give_up_s: float = 60.0, poll: bool = False,
         scan_interval_s: float = 0.1, pixel_size_um: float | None = None,
         exclude: Sequence[Path] = (), on_death: Callable[[str], None] | None = None,
+        layout_of: LayoutFn | None = None,
+        on_metadata: Callable[[str, dict[str, float]], None] | None = None,
     ) -> None:
         self.root = Path(root)
         self.exclude = tuple(Path(os.path.abspath(p)) for p in exclude)
@@ -107,6 +124,8 @@ class FolderSource:
         self._observer: object | None = None
         self.frames_emitted = 0
         self.on_death = on_death or (lambda reason: None)
+        self.layout_of: LayoutFn = layout_of or (lambda stream: None)
+        self.on_metadata = on_metadata or (lambda stream, meta: None)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -385,14 +404,49 @@ class FolderSource:
                         f"incomplete: {ready} of {reader.info.n_planes} planes on disk"))
             stream, name_index, named = split_name(t.path)
             single = reader.info.n_planes == 1 and named
+            layout = self._layout(t, reader.info.axes, reader.info.shape)
             for _, frame in reader.planes(t.emitted, ready):
                 if self._stop.is_set():
                     return
                 if single:  # image-per-file: the index and the stream come from the name
                     frame = replace(frame, index=name_index, stream=stream)
+                elif layout is not None:  # the layout first published is kept
+                    frame = replace(frame, index=kept_index(layout, t.emitted))
+                frame = replace(frame, extra={**frame.extra, "layout": t.layout})
                 self._hand_on(frame)
                 t.emitted += 1
+                t.layout_fixed = True
             t.complete = settled and t.emitted >= reader.info.n_planes
+            if t.complete and not single and self.pixel_size_um is None and \
+                    reader.info.pixel_size_um is not None:
+                # metadata that a writer adds only at close (a growing OME-TIFF's OME-XML)
+                self.on_metadata(str(t.path), {"pixel_size_um": reader.info.pixel_size_um})
+
+    def _layout(self, t: Tracked, axes: str, shape: tuple[int, ...]) -> Layout | None:
+        """A frame's identity is decided once: the (axes, shape) under which a file's first
+        planes were published (remembered in the journal, so also across restarts) stays the
+        file's layout. Returns the kept layout when the file now describes itself otherwise
+        (e.g. a growing OME-TIFF that tifffile reads as T while it grows and as one OME Image
+        per page, P, once closed), else None."""
+        now: Layout = (axes or "T", tuple(shape) or (1,))
+        if not t.layout_fixed:
+            journaled = self.layout_of(str(t.path))
+            t.layout_fixed = journaled is not None or t.emitted > 0
+            t.layout = journaled or now
+        kept = t.layout
+        if not t.layout_fixed or kept is None or kept == now:
+            t.layout = now if not t.layout_fixed or kept is None else kept
+            return None
+        if kept[0] == now[0] and kept[1][1:] == now[1][1:]:  # the same layout, longer
+            t.layout = now
+            return None
+        if not t.relayout_logged:
+            t.relayout_logged = True
+            log.warning("%s: its metadata now lays the planes out as %s %s, but planes were "
+                        "already published as %s %s; keeping the first layout (a plane keeps "
+                        "the index it was first published with)", t.path, now[0], now[1],
+                        kept[0], kept[1])
+        return kept
 
     def _scan_nd2(self, t: Tracked, settled: bool) -> None:
         from tcan_live.sources import nd2live

@@ -20,8 +20,8 @@ import zmq
 
 from tcan_live.errors import ProtocolError
 from tcan_live.frame import Frame, FrameIndex
-from tcan_live.transport import wire
 from tcan_live.pipeline import guarded
+from tcan_live.transport import wire
 from tcan_live.transport.publisher import check_endpoint
 
 log = logging.getLogger(__name__)

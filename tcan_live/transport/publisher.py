@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 import numpy as np
@@ -133,7 +133,7 @@ class _SharedAuth:
     a context can have only one), stopped when its last user stops."""
 
     _lock = threading.Lock()
-    _by_ctx: dict[int, tuple[Any, int]] = {}
+    _by_ctx: ClassVar[dict[int, tuple[Any, int]]] = {}
 
     def __init__(self, ctx: zmq.Context[Any], clients: Path) -> None:
         from zmq.auth.thread import ThreadAuthenticator
