@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tcan_live.errors import ConfigError
+from tcan_live.errors import ConfigError, UnsupportedInputError
 from tcan_live.frame import Frame
 from tcan_live.pipeline import AllQueue, FrameQueue, LatestQueue, Stats, Worker, stamp_seen
 from tcan_live.settings import Settings, load_settings
@@ -162,6 +162,9 @@ class Daemon:
 
     def _process(self, frame: Frame) -> tuple[Any, dict[str, Any]]:
         s = self.settings
+        if frame.data.dtype.kind == "f" and not np.isfinite(frame.data).any():
+            raise UnsupportedInputError(frame.source, "no finite pixel value (all NaN or Inf): "
+                                                      "nothing to enhance")
         px = frame.pixel_size_um or s.pixel_size_um
         t0 = time.perf_counter()
         # the trust check where the network ran, on the tensors already there (a few ms on a GPU)

@@ -8,6 +8,20 @@ from typing import Any
 import numpy as np
 
 
+PIXEL_SIZE_RANGE_UM = (1e-3, 100.0)  # a file's pixel size outside this is not believed
+
+
+def plausible_pixel_size(value: object) -> float | None:
+    """The rule for a pixel size read from a file: a finite number in
+    :data:`PIXEL_SIZE_RANGE_UM` (um), else unknown (0, negative, NaN and absurd values)."""
+    try:
+        px = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    lo, hi = PIXEL_SIZE_RANGE_UM
+    return px if lo <= px <= hi else None
+
+
 @dataclass(frozen=True, order=True)
 class FrameIndex:
     """Position of a plane in its acquisition: time, channel, z, stage position."""

@@ -467,3 +467,64 @@ def test_growing_multi_series_ome_tiff_keeps_its_first_indices(daemon: Any,
     # each output plane is the enhancement of the source page with that number
     means = data.reshape(8, -1).mean(1)
     assert np.all(np.diff(means) > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. the bad and odd input corpus, between valid frames
+
+
+@pytest.mark.slow
+def test_bad_input_corpus_never_stops_the_daemon(daemon: Any, tmp_path: Path) -> None:
+    from badinputs import build
+    from conftest import TEST_DATA
+
+    from tcan_live.transport.subscriber import FrameSubscriber
+
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    d = daemon(folder=acq)
+    sub = FrameSubscriber(d.publisher.endpoint, kinds=("enhanced", "status"))
+    time.sleep(0.3)
+    rss0 = _rss_mb()
+    rng = np.random.default_rng(3)
+    valid = [f"valid_{k}.tif" for k in range(4)]
+    for name in valid[:2]:
+        tifffile.imwrite(acq / name, rng.integers(0, 4000, (40, 40), np.uint16))
+    expected = build(acq, TEST_DATA / "nd2" / "example-zstack.nd2")
+    # a symlink loop and a file deleted mid-write, besides the corpus
+    (acq / "loop").symlink_to(acq, target_is_directory=True)
+    doomed = acq / "deleted.tif"
+    doomed.write_bytes(b"II*\x00" + b"\x00" * 100)
+    doomed.unlink()
+    for name in valid[2:]:
+        tifffile.imwrite(acq / name, rng.integers(0, 4000, (40, 40), np.uint16))
+    kinds = len(expected) + 2
+    assert kinds >= 24
+    enhance = {n for n, k in expected.items() if k == "enhance"} | set(valid)
+    report = {n for n, k in expected.items() if k == "report"}
+    planes = {"five_d.tif": 8, "five_cut_in_page4.tif": 1}
+    want = sum(planes.get(n, 1) for n in enhance) + planes["five_cut_in_page4.tif"]
+    published: dict[str, int] = {}
+    errors: dict[str, list[str]] = {}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (sum(published.values()) < want
+                                           or set(errors) != report):
+        m = sub.receive(0.5)
+        if m is None:
+            continue
+        name = Path(m.header.get("source") or m.header.get("file") or "").name
+        if m.kind == "enhanced":
+            published[name] = published.get(name, 0) + 1
+            assert np.isfinite(m.array).all(), name
+        elif m.header.get("state") == "error":
+            errors.setdefault(Path(m.header["file"]).name, []).append(m.header["reason"])
+    time.sleep(1.0)
+    sub.close()
+    assert set(errors) == report, (sorted(set(errors) ^ report), errors)
+    assert all(len(v) == 1 for v in errors.values()), errors  # named once each
+    assert published == {n: planes.get(n, 1) for n in enhance | {"five_cut_in_page4.tif"}}
+    # saved exactly once each: the journal holds one plane per published frame
+    saved = {Path(s).name: len(st.planes) for s, st in d.store.streams.items()}
+    assert saved == published
+    assert not d.dead_threads() and d.failed is None
+    assert _rss_mb() - rss0 < 1500  # the 100000 px header was refused before any allocation

@@ -231,6 +231,8 @@ class FolderSource:
             return
         if kind_of(path) == "ndtiff":
             path = path.parent  # the dataset folder is the unit
+        elif path.is_dir():
+            return  # a folder named like an image (x.tif) is a folder, not an image
         if self.excluded(path) is not None:
             return
         if path in self._finished and not self._changed_since_finished(path):

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tcan_live.errors import UnsupportedInputError
+from tcan_live.frame import plausible_pixel_size
 
 if TYPE_CHECKING:
     import tifffile
 
     from tcan_live.sources.readers import StackInfo
+
+log = logging.getLogger(__name__)
+_warned: dict[str, None] = {}
+
+
+def _warn_once(key: str, message: str, *args: object) -> None:
+    """A file re-read while it grows warns once, not at every scan (bounded memory)."""
+    if key in _warned:
+        return
+    if len(_warned) > 4096:
+        _warned.clear()
+    _warned[key] = None
+    log.warning(message, *args)
 
 # tifffile axis codes -> ours (T time, C channel, Z depth, P position)
 AXIS_MAP = {"T": "T", "I": "T", "Q": "T", "C": "C", "Z": "Z", "R": "P", "M": "P", "P": "P",
@@ -47,6 +62,11 @@ def describe(path: Path, tif: tifffile.TiffFile) -> tuple[StackInfo, int]:
            "imagej" if tif.is_imagej else "tiff")
     if tif.is_micromanager:
         _micromanager(tif, meta)
+    raw_px = meta.get("pixel_size_um")
+    meta["pixel_size_um"] = plausible_pixel_size(raw_px) if raw_px is not None else None
+    if raw_px is not None and meta["pixel_size_um"] is None:
+        _warn_once(f"px:{path}", "%s: pixel size %r um is not plausible; treated as unknown "
+                   "(give --pixel-size-um)", path, raw_px)
     info = StackInfo(
         path=path, format=fmt, axes=axes, shape=shape, plane_shape=plane, dtype=np.dtype(s0.dtype),
         pixel_size_um=meta.get("pixel_size_um"), channel_names=tuple(meta.get("channels", ())),
@@ -181,7 +201,13 @@ def _resolution(tif: tifffile.TiffFile, assume_unit: float | None = None) -> flo
 def _micromanager(tif: tifffile.TiffFile, meta: dict[str, Any]) -> None:
     summary = (tif.micromanager_metadata or {}).get("Summary", {}) or {}
     if not meta.get("pixel_size_um") and summary.get("PixelSize_um"):
-        meta["pixel_size_um"] = float(summary["PixelSize_um"])
+        px = float(summary["PixelSize_um"])
+        if px == 1.0:  # Micro-Manager's value when no pixel-size calibration is configured
+            _warn_once(f"mm:{tif.filehandle.path}", "%s: pixel size 1.0 um is Micro-Manager's "
+                       "uncalibrated placeholder; treated as unknown (give --pixel-size-um)",
+                       tif.filehandle.path)
+        else:
+            meta["pixel_size_um"] = px
     if not meta.get("channels") and summary.get("ChNames"):
         meta["channels"] = [str(c) for c in summary["ChNames"]]
     if not meta.get("time_increment_s") and summary.get("Interval_ms"):
