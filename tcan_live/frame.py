@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-
 PIXEL_SIZE_RANGE_UM = (1e-3, 100.0)  # a file's pixel size outside this is not believed
 
 
