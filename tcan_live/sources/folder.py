@@ -191,7 +191,7 @@ class FolderSource:
             reason = "symbolic link to a folder (not followed)"
         elif any(d == e or e in d.parents for e in self.exclude):
             reason = "the daemon's output folder"
-        elif (d / STATE_DIR).is_dir():
+        elif os.path.isdir(d / STATE_DIR):
             reason = "holds tcan-live output (a .tcan-live state folder)"
         with self._lock:
             self._dir_verdicts[d] = reason
@@ -231,7 +231,7 @@ class FolderSource:
             return
         if kind_of(path) == "ndtiff":
             path = path.parent  # the dataset folder is the unit
-        elif path.is_dir():
+        elif os.path.isdir(path):
             return  # a folder named like an image (x.tif) is a folder, not an image
         if self.excluded(path) is not None:
             return
@@ -290,7 +290,7 @@ class FolderSource:
         if t.failed and not t.reported and now - t.last_change >= self.give_up_s:
             self._fail(t, t.failed, final=True)
             return
-        kind = "ndtiff" if t.path.is_dir() else kind_of(t.path)
+        kind = "ndtiff" if os.path.isdir(t.path) else kind_of(t.path)
         try:
             if kind == "nd2":
                 self._scan_nd2(t, settled)
