@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 PIXEL_SIZE_RANGE_UM = (1e-3, 100.0)  # a file's pixel size outside this is not believed
+_warned: dict[str, None] = {}
 
 
-def plausible_pixel_size(value: object) -> float | None:
-    """The rule for a pixel size read from a file: a finite number in
-    :data:`PIXEL_SIZE_RANGE_UM` (um), else unknown (0, negative, NaN and absurd values)."""
+def warn_once(key: str, message: str, *args: object) -> None:
+    """Log a warning once per key (a file re-read while it grows warns once, not at every
+    scan); at most 4096 keys are remembered."""
+    if key in _warned:
+        return
+    if len(_warned) >= 4096:
+        _warned.clear()
+    _warned[key] = None
+    log.warning(message, *args)
+
+
+def plausible_pixel_size(value: object, source: str = "") -> float | None:
+    """The rule for a pixel size read from a file or the wire: a finite number in
+    :data:`PIXEL_SIZE_RANGE_UM` (um), else unknown (0, negative, NaN and absurd values), warned
+    once per source."""
+    if value is None:
+        return None
     try:
         px = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return None
+        px = float("nan")
     lo, hi = PIXEL_SIZE_RANGE_UM
-    return px if lo <= px <= hi else None
+    if lo <= px <= hi:
+        return px
+    warn_once(f"px:{source}", "%s: pixel size %r um is not plausible; treated as unknown (give "
+              "--pixel-size-um)", source, value)
+    return None
 
 
 @dataclass(frozen=True, order=True)

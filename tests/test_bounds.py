@@ -11,40 +11,25 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
-from conftest import REPO
+from conftest import REPO, rss_mb, wait_for
 
 from tcan_live.frame import Frame, FrameIndex
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
-def _wait(cond: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 # ---------------------------------------------------------------------------------------------
 # 1. the daemon never reads its own output
 
 
-def _frames_of(msgs: list[Any]) -> list[tuple[str, tuple[int, ...]]]:
-    return sorted((m.header["source"], tuple(m.header["index"][a] for a in "tczp")) for m in msgs)
 
 
 def test_output_inside_the_watched_folder_is_never_read(tiny_model: Path, tmp_path: Path,
@@ -67,11 +52,11 @@ def test_output_inside_the_watched_folder_is_never_read(tiny_model: Path, tmp_pa
                         flush_idle_s=0.2))
     d.start()
     try:
-        assert _wait(lambda: d.publisher is not None, 10)
+        assert wait_for(lambda: d.publisher is not None, 10)
         sub = FrameSubscriber(d.publisher.endpoint, kinds=("enhanced",))
-        assert _wait(lambda: d.stats.frames_done >= 3, 60)
+        assert wait_for(lambda: d.stats.frames_done >= 3, 60)
         saved = acq / "enhanced" / "cells_tcan.ome.tif"
-        assert _wait(saved.exists, 20)
+        assert wait_for(saved.exists, 20)
         # a copy of an output under another name, elsewhere in the watched folder
         (acq / "elsewhere").mkdir()
         shutil.copy(saved, acq / "elsewhere" / "renamed.ome.tif")
@@ -81,7 +66,7 @@ def test_output_inside_the_watched_folder_is_never_read(tiny_model: Path, tmp_pa
         tifffile.imwrite(other / "plain.tif", rng.integers(0, 4000, (48, 48), np.uint16))
         # a new valid frame after all that is still enhanced
         tifffile.imwrite(acq / "late.tif", rng.integers(0, 4000, (48, 48), np.uint16))
-        assert _wait(lambda: d.stats.frames_done >= 4, 60)
+        assert wait_for(lambda: d.stats.frames_done >= 4, 60)
         time.sleep(2.0)  # time for any wrong pick-up (settle 0.3 s, flush 0.2 s)
         msgs = []
         while (m := sub.receive(0.2)) is not None:
@@ -163,7 +148,7 @@ def test_finished_files_are_released(tmp_path: Path, monkeypatch: pytest.MonkeyP
     src = folder.FolderSource(acq, emit=got.append, on_error=lambda p, r: None, settle_s=0.1)
     src.start()
     try:
-        assert _wait(lambda: len(got) == 300 and src.tracked_count()[0] == 0, 60)
+        assert wait_for(lambda: len(got) == 300 and src.tracked_count()[0] == 0, 60)
         assert src.tracked_count() == (0, 100)
         # an event on a finished, unchanged file re-reads nothing
         src.touch(acq / "f0299.tif")
@@ -176,7 +161,7 @@ def test_finished_files_are_released(tmp_path: Path, monkeypatch: pytest.MonkeyP
 @pytest.mark.slow
 def test_thousand_streams_keep_memory_bounded(tiny_model: Path, tmp_path: Path) -> None:
     """1,000 streams (a multipoint run: positions x channels) through a running daemon: RSS
-    grows by the replay bound, not by the number of streams (718 kB per stream before)."""
+    grows by the replay bound, not by the number of streams (768 kB of frames per stream)."""
     from tcan_live.daemon import Daemon
     from tcan_live.settings import Settings
 
@@ -188,24 +173,24 @@ def test_thousand_streams_keep_memory_bounded(tiny_model: Path, tmp_path: Path) 
                         flush_every_s=3600, flush_idle_s=3600))
     d.start()
     try:
-        assert _wait(lambda: d.publisher is not None, 10)
+        assert wait_for(lambda: d.publisher is not None, 10)
         frame = np.random.default_rng(0).random((256, 256))  # float64: 512 kB raw
 
         def push(start: int, stop: int) -> None:
             for s in range(start, stop):
                 d.submit(Frame(frame, FrameIndex(), pixel_size_um=0.05, stream=f"pos{s}",
                                source=f"pos{s}"))
-            assert _wait(lambda: d.stats.frames_done >= stop, 600)
+            assert wait_for(lambda: d.stats.frames_done >= stop, 600)
 
         push(0, 200)  # warm: allocator pools, caches, the replay cache filled to its bound
-        before = _rss_mb()
+        before = rss_mb()
         push(200, 1000)
-        grown = _rss_mb() - before
+        grown = rss_mb() - before
         topics, nbytes = d.publisher.cache_size()
         print(f"1000 streams: RSS {before:.0f} -> {before + grown:.0f} MB (+{grown:.1f} MB over "
               f"800 streams); replay cache {topics} topics, {nbytes / 2**20:.1f} MiB")
         assert nbytes <= replay_mb * 2**20 and topics <= 128
-        # unbounded: 800 streams x 768 kB = 600 MB; bounded: the index (~1 kB a stream)
+        # unbounded: 800 streams x 768 kB = 600 MB of cached frames; bounded: the index only
         assert grown < 40, f"RSS grew by {grown:.0f} MB over 800 streams"
     finally:
         d.stop()
@@ -228,18 +213,14 @@ def test_documented_process_variable_does_not_stop_watch(caplog: pytest.LogCaptu
     assert s.settle_s == 2.0 and "TCAN_LIVE_SETLE_S is not a tcan-live setting" in caplog.text
 
 
-def test_watch_starts_with_documented_env(tmp_path: Path, tiny_model: Path) -> None:
+def test_watch_starts_with_documented_env(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The failure as a user met it: the CLI parses, loads settings with the variable set."""
-    import os
-
     from tcan_live._cli import build_parser
     from tcan_live.daemon import settings_from_args
 
-    os.environ["TCAN_LIVE_MALLOC_TUNING"] = "0"
-    try:
-        s = settings_from_args(build_parser().parse_args(["watch", str(tmp_path)]))
-    finally:
-        del os.environ["TCAN_LIVE_MALLOC_TUNING"]
+    monkeypatch.setenv("TCAN_LIVE_MALLOC_TUNING", "0")
+    s = settings_from_args(build_parser().parse_args(["watch", str(tmp_path)]))
     assert s.folder == tmp_path
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tifffile
 import zmq
+from conftest import rss_mb, wait_for
 
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.train.timelapse import TimelapseSpec, write_timelapse
@@ -39,13 +40,6 @@ def _journal(out: Path) -> list[dict[str, object]]:
     return rows
 
 
-def _wait(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.slow
@@ -59,7 +53,7 @@ def test_kill_9_then_restart_saves_every_frame_once(tiny_model: Path, tmp_path: 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     try:
-        assert _wait(lambda: len(_journal(out)) >= 5, 120), "daemon never got going"
+        assert wait_for(lambda: len(_journal(out)) >= 5, 120), "daemon never got going"
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
@@ -71,7 +65,7 @@ def test_kill_9_then_restart_saves_every_frame_once(tiny_model: Path, tmp_path: 
 
     second = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     try:
-        assert _wait(lambda: len(_journal(out)) >= n, 120)
+        assert wait_for(lambda: len(_journal(out)) >= n, 120)
         time.sleep(0.5)
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0
@@ -91,11 +85,6 @@ def test_kill_9_then_restart_saves_every_frame_once(tiny_model: Path, tmp_path: 
         np.testing.assert_allclose(saved[t], enh.enhance(raw, 0.05).image, rtol=1e-4, atol=1e-3)
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @pytest.mark.slow
@@ -111,7 +100,7 @@ def test_memory_stays_bounded_with_a_stalled_subscriber(tiny_model: Path,
     d.start()
     stalled = zmq.Context.instance().socket(zmq.SUB)
     try:
-        assert _wait(lambda: d.publisher is not None, 10)
+        assert wait_for(lambda: d.publisher is not None, 10)
         stalled.setsockopt(zmq.RCVHWM, 1)
         stalled.setsockopt(zmq.SUBSCRIBE, b"")
         stalled.connect(d.publisher.endpoint)
@@ -121,12 +110,12 @@ def test_memory_stays_bounded_with_a_stalled_subscriber(tiny_model: Path,
             for t in range(start, start + count):
                 d.submit(Frame(frame, FrameIndex(t=t), pixel_size_um=0.05, stream="s",
                                source="s"))
-            assert _wait(lambda: d.stats.frames_done >= start + count, 300)
+            assert wait_for(lambda: d.stats.frames_done >= start + count, 300)
 
         push(0, 20)  # warm: allocator pools, caches
-        before = _rss_mb()
+        before = rss_mb()
         push(20, 150)  # 150 x (1 MB raw + 1 MB enhanced) offered to a reader that never reads
-        grown = _rss_mb() - before
+        grown = rss_mb() - before
         assert grown < 120, f"RSS grew by {grown:.0f} MB"
     finally:
         stalled.close(linger=0)

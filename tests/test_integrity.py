@@ -16,28 +16,13 @@ import numpy as np
 import pytest
 import tifffile
 import zmq
+from conftest import rss_mb, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcan_live.errors import ConfigError, ProtocolError
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.transport import wire
-
-
-def _wait(cond: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture
@@ -54,7 +39,7 @@ def daemon(tiny_model: Path, tmp_path: Path) -> Iterator[Any]:
         d = Daemon(Settings(**{**base, **kw}))
         d.start()
         made.append(d)
-        assert _wait(lambda: d.publisher is not None, 10)
+        assert wait_for(lambda: d.publisher is not None, 10)
         return d
 
     yield make
@@ -148,7 +133,7 @@ def test_long_and_non_utf8_names_are_enhanced_and_saved_once(daemon: Any,
     raw_name = os.fsdecode(b"caf\xe9-latin1.tif")  # not UTF-8
     tifffile.imwrite(acq / raw_name, np.ones((24, 24), np.uint16))
     tifffile.imwrite(acq / "after.tif", np.ones((24, 24), np.uint16))
-    assert _wait(lambda: d.stats.frames_done == 3, 60), d.status()
+    assert wait_for(lambda: d.stats.frames_done == 3, 60), d.status()
     d.store.flush()
     outs = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file())
     assert len(outs) == 3 and "after_tcan.ome.tif" in outs
@@ -164,7 +149,7 @@ def test_stacks_that_map_to_one_name_get_distinct_outputs(daemon: Any, tmp_path:
     tifffile.imwrite(acq / "x.ome.tif", np.full((3, 16, 16), 2, np.uint16),
                      metadata={"axes": "TYX"})
     tifffile.imwrite(acq / "x_t0000.tif", np.full((16, 16), 3, np.uint16))
-    assert _wait(lambda: d.stats.frames_done == 6, 60), d.status()
+    assert wait_for(lambda: d.stats.frames_done == 6, 60), d.status()
     d.store.flush()
     outs = sorted((tmp_path / "out").glob("*.ome.tif"))
     assert len(outs) == 3, outs
@@ -187,10 +172,10 @@ def test_hostile_stream_names_never_escape_the_output_folder(daemon: Any,
     hostile = [f"{tmp_path}/../escape/evil", "../../x", "a\x00b", "n" * 300, "/etc/passwd",
                "..", ".hidden", "a/b"]
     for name in hostile:
-        assert _wait(lambda n=name: fwd.send(img, {"stream": n}), 5)
-    assert _wait(lambda: fwd.send(img, {"stream": "good"}), 5)
-    assert _wait(lambda: d.stats.frames_done == 1, 30)
-    assert _wait(lambda: d.sources[0].rejected == len(hostile), 10)
+        assert wait_for(lambda n=name: fwd.send(img, {"stream": n}), 5)
+    assert wait_for(lambda: fwd.send(img, {"stream": "good"}), 5)
+    assert wait_for(lambda: d.stats.frames_done == 1, 30)
+    assert wait_for(lambda: d.sources[0].rejected == len(hostile), 10)
     fwd.close()
     d.store.flush()
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -295,16 +280,16 @@ def test_ingest_survives_every_bad_message_and_a_flood(daemon: Any) -> None:
         for msg in BAD_MESSAGES.values():
             sock.send_multipart(msg)
         sock.send_multipart(_valid("ok", 1))
-        assert _wait(lambda: d.stats.frames_done == 2, 30)
-        assert _wait(lambda: ing.rejected == len(BAD_MESSAGES), 10), (ing.rejected, ing.reasons)
-        rss = _rss_mb()
+        assert wait_for(lambda: d.stats.frames_done == 2, 30)
+        assert wait_for(lambda: ing.rejected == len(BAD_MESSAGES), 10), (ing.rejected, ing.reasons)
+        rss = rss_mb()
         tiny = [json.dumps({"format": "tcan-live-ingest"}).encode(), b""]
         for _ in range(10_000):
             sock.send_multipart(tiny)
         sock.send_multipart(_valid("ok", 2))
-        assert _wait(lambda: d.stats.frames_done == 3, 60)
-        assert _wait(lambda: ing.rejected == len(BAD_MESSAGES) + 10_000, 30)
-        assert _rss_mb() - rss < 50
+        assert wait_for(lambda: d.stats.frames_done == 3, 60)
+        assert wait_for(lambda: ing.rejected == len(BAD_MESSAGES) + 10_000, 30)
+        assert rss_mb() - rss < 50
         # counted, each kind named once (not 10,000 log lines)
         assert sum(ing.reasons.values()) == ing.rejected and len(ing.reasons) <= 64
         assert not d.dead_threads()
@@ -364,7 +349,7 @@ def test_fuzz_a_running_daemon(daemon: Any) -> None:
     try:
         throw()
         sock.send_multipart(_valid("after-fuzz", 0))
-        assert _wait(lambda: any(s.startswith("ingest:after-fuzz") for s in d.store.streams), 60)
+        assert wait_for(lambda: any(s.startswith("ingest:after-fuzz") for s in d.store.streams), 60)
         assert not d.dead_threads()
         assert sent[0] >= 300
     finally:
@@ -389,8 +374,8 @@ def test_ingest_with_curve_accepts_only_known_clients(daemon: Any, tmp_path: Pat
         stranger.send(img, {"stream": "stranger"})
         time.sleep(0.02)
     known = FrameForwarder(_ingest_endpoint(d), curve_keys=keys, client="scope")
-    assert _wait(lambda: known.send(img, {"stream": "known"}), 10)
-    assert _wait(lambda: d.stats.frames_done >= 1, 30)
+    assert wait_for(lambda: known.send(img, {"stream": "known"}), 10)
+    assert wait_for(lambda: d.stats.frames_done >= 1, 30)
     time.sleep(0.5)
     assert set(d.store.streams) == {"ingest:known"}
     for f in (plain, stranger, known):
@@ -449,8 +434,8 @@ def test_growing_multi_series_ome_tiff_keeps_its_first_indices(daemon: Any,
         with target.open("r+b" if target.exists() else "wb") as fh:  # grown in place
             fh.write(snap)
         if k < len(grown) - 1:
-            assert _wait(lambda k=k: d.stats.frames_done >= k, 30), (k, d.status())
-    assert _wait(lambda: d.stats.frames_done == 8, 30), d.status()
+            assert wait_for(lambda k=k: d.stats.frames_done >= k, 30), (k, d.status())
+    assert wait_for(lambda: d.stats.frames_done == 8, 30), d.status()
     time.sleep(1.0)
     d.store.flush()
     assert d.stats.frames_done == 8 and d.stats.errors == 0
@@ -485,7 +470,7 @@ def test_bad_input_corpus_never_stops_the_daemon(daemon: Any, tmp_path: Path) ->
     d = daemon(folder=acq)
     sub = FrameSubscriber(d.publisher.endpoint, kinds=("enhanced", "status"))
     time.sleep(0.3)
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     rng = np.random.default_rng(3)
     valid = [f"valid_{k}.tif" for k in range(4)]
     for name in valid[:2]:
@@ -527,4 +512,4 @@ def test_bad_input_corpus_never_stops_the_daemon(daemon: Any, tmp_path: Path) ->
     saved = {Path(s).name: len(st.planes) for s, st in d.store.streams.items()}
     assert saved == published
     assert not d.dead_threads() and d.failed is None
-    assert _rss_mb() - rss0 < 1500  # the 100000 px header was refused before any allocation
+    assert rss_mb() - rss0 < 1500  # the 100000 px header was refused before any allocation

@@ -88,26 +88,36 @@ def output_relpath(stream: str, root: Path | None, tag: str = "") -> Path:
     return Path(*parts, name)
 
 
-def read_journal(out: Path) -> dict[str, dict[str, Any]]:
-    """Read-only view of a daemon's output folder: stream -> its latest journal meta, with
-    ``output`` (the saved file, a path) and ``frames`` (count). Writes nothing."""
-    journal = Path(out) / STATE_DIR / "journal.jsonl"
-    found: dict[str, dict[str, Any]] = {}
+def _journal_records(journal: Path) -> tuple[list[tuple[bytes, dict[str, Any]]], bool]:
+    """The journal's complete lines, parsed, and whether a torn line ended it (a crash while
+    writing it). Two kinds of record: a saved plane (``index``, ``plane``, ``shape``, the
+    stream's ``meta`` at that time) and ``meta_update`` (metadata learnt later)."""
+    good: list[tuple[bytes, dict[str, Any]]] = []
     if not journal.is_file():
-        return found
+        return good, False
     with journal.open("rb") as fh:
         for raw in fh:
             try:
-                rec = json.loads(raw)
+                good.append((raw.rstrip(b"\n"), json.loads(raw)))
             except (json.JSONDecodeError, UnicodeDecodeError):
-                break  # a torn last line
-            meta = dict(rec.get("meta") or {})
-            entry = found.setdefault(rec["stream"], {"frames": 0})
-            if "meta_update" in rec:
-                entry.update(rec["meta_update"])
-                continue
-            entry.update(meta)
-            entry["frames"] += 1
+                return good, True
+    return good, False
+
+
+def _record_meta(rec: dict[str, Any]) -> dict[str, Any]:
+    """What a record says of its stream's metadata (the newest record wins)."""
+    return dict(rec["meta_update"] if "meta_update" in rec else rec.get("meta") or {})
+
+
+def read_journal(out: Path) -> dict[str, dict[str, Any]]:
+    """Read-only view of a daemon's output folder: stream -> its latest journal meta, with
+    ``output`` (the saved file, a path) and ``frames`` (count). Writes nothing."""
+    found: dict[str, dict[str, Any]] = {}
+    records, _ = _journal_records(Path(out) / STATE_DIR / "journal.jsonl")
+    for _, rec in records:
+        entry = found.setdefault(rec["stream"], {"frames": 0})
+        entry.update(_record_meta(rec))
+        entry["frames"] += "meta_update" not in rec
     for stream, entry in found.items():
         rel = entry.get("output") or str(output_relpath(stream, None))
         entry["output"] = Path(out) / rel
@@ -199,26 +209,22 @@ class OutputStore:
     def _recover(self) -> None:
         if not self.journal.is_file():
             return
-        good: list[str] = []
-        for line in self.journal.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("journal: ignoring a torn line (crash while writing it)")
-                break
-            good.append(line)
-            if "meta_update" in rec:
-                if rec["stream"] in self.streams:
-                    self.streams[rec["stream"]].meta.update(rec["meta_update"])
-                continue
+        records, torn = _journal_records(self.journal)
+        if torn:
+            log.warning("journal: ignoring a torn line (crash while writing it)")
+        for _, rec in records:
             st = self.streams.get(rec["stream"])
+            if "meta_update" in rec:
+                if st is not None:
+                    st.meta.update(_record_meta(rec))
+                continue
             if st is None:
-                st = self.streams[rec["stream"]] = _Stream(rec["stream"], tuple(rec["shape"]),
-                                                          rec.get("meta", {}))
-                self._claim(st)
+                st = self.streams[rec["stream"]] = _Stream(rec["stream"], tuple(rec["shape"]), {})
+            st.meta.update(_record_meta(rec))
             st.planes[FrameIndex(**rec["index"])] = rec["plane"]
-        self.journal.write_text("".join(g + "\n" for g in good), encoding="utf-8")
+        self.journal.write_bytes(b"".join(raw + b"\n" for raw, _ in records))
         for st in self.streams.values():
+            self._claim(st)
             parts = self._parts(st.stream)
             keep = (max(st.planes.values()) + 1) * st.shape[0] * st.shape[1] * 4
             if parts.exists() and parts.stat().st_size > keep:
@@ -235,14 +241,20 @@ class OutputStore:
         st = self.streams.get(stream)
         if st is None:
             return
+        new = self._learn(st, meta)
+        if new:
+            rec = {"stream": stream, "meta_update": new}
+            _fsync_append(self.journal, (json.dumps(rec) + "\n").encode("utf-8"))
+            st.dirty, st.last_add = True, time.monotonic()
+
+    @staticmethod
+    def _learn(st: _Stream, meta: dict[str, Any]) -> dict[str, Any]:
+        """Take values the stream did not know yet (never overwrite one); returns them."""
         new = {k: v for k, v in meta.items() if st.meta.get(k) is None and v is not None}
-        if not new:
-            return
-        st.meta.update(new)
-        rec = {"stream": stream, "meta_update": new}
-        _fsync_append(self.journal, (json.dumps(rec) + "\n").encode("utf-8"))
-        st.dirty, st.last_add = True, time.monotonic()
-        log.info("%s: %s learnt once the file was complete", stream, new)
+        if new:
+            st.meta.update(new)
+            log.info("%s: %s learnt after its first planes", st.stream, new)
+        return new
 
     def layout_of(self, stream: str) -> tuple[str, tuple[int, ...]] | None:
         """The layout a stream's planes were first saved under (see sources/folder.py)."""
@@ -266,11 +278,8 @@ class OutputStore:
                              f"stream's {st.shape}")
         if frame.index in st.planes:
             return
-        if st.meta.get("pixel_size_um") is None and pixel_size_um is not None:
-            # a growing OME-TIFF states its pixel size only once closed: the stack takes it
-            st.meta["pixel_size_um"] = pixel_size_um
-            log.info("%s: pixel size %.4g um known from plane %s on", frame.source,
-                     pixel_size_um, frame.index.as_dict())
+        # a growing OME-TIFF states its pixel size only once closed: the stack takes it
+        self._learn(st, {"pixel_size_um": pixel_size_um})
         layout = frame.extra.get("layout")
         if layout is not None and "layout" not in st.meta:
             st.meta["layout"] = [layout[0], list(layout[1])]

@@ -25,8 +25,8 @@ from tcan_live.export.drift import Reference, common_crop, estimate_drift, shift
 from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
 from tcan_live.sources.naming import strip_image_suffix
 from tcan_live.sources.readers import StackInfo, open_stack
+from tcan_live.sources.tiffmeta import is_enhanced_output
 
-ENHANCED_MARKERS = ("Enhanced by tcan-live", "Enhanced live by tcan-live")
 Progress = Callable[[str, int, int], None]
 
 
@@ -69,8 +69,7 @@ def is_tcan_output(path: Path) -> bool:
     if path.suffix.lower() not in (".tif", ".tiff"):
         return False
     with tifffile.TiffFile(path) as tif:
-        text = tif.ome_metadata or ""
-    return any(m in text for m in ENHANCED_MARKERS)
+        return is_enhanced_output(tif)
 
 
 def process_position(raw: np.ndarray, enhance: Callable[[np.ndarray], np.ndarray] | None,

@@ -49,7 +49,7 @@ from tcan_live.sources.naming import is_ignored, split_name
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".tcan-live"  # the daemon's state folder inside its output folder (export/store.py)
-FINISHED_MAX = 20_000  # finished files remembered (about 200 B each)
+FINISHED_MAX = 20_000  # finished files remembered
 DIR_CACHE_MAX = 4096  # folder verdicts cached
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
 EmitFn = Callable[[Frame], None]
@@ -82,7 +82,6 @@ class Tracked:
     noted: str | None = None  # an incomplete-but-quiet state already reported
     layout: tuple[str, tuple[int, ...]] | None = None  # (axes, shape) first published
     relayout_logged: bool = False
-    layout_fixed: bool = False  # set once a plane was handed on (or the journal had one)
 
 
 def kind_of(path: Path) -> str | None:
@@ -200,6 +199,11 @@ class FolderSource:
         if reason is not None:
             self._log_once(d, f"not watching {d}: {reason}")
         return reason
+
+    def folder_excluded(self, d: Path) -> str | None:
+        """Why folder ``d`` is not entered: it or a folder on its way from the root is
+        excluded; or None."""
+        return self.excluded(d) or (self._dir_excluded(d) if d != self.root else None)
 
     def excluded(self, path: Path) -> str | None:
         """Why ``path`` is not read (a folder on its way from the root is excluded), or None."""
@@ -406,38 +410,35 @@ class FolderSource:
                         f"incomplete: {ready} of {reader.info.n_planes} planes on disk"))
             stream, name_index, named = split_name(t.path)
             single = reader.info.n_planes == 1 and named
-            layout = self._layout(t, reader.info.axes, reader.info.shape)
+            now: Layout = (reader.info.axes or "T", tuple(reader.info.shape) or (1,))
+            kept = self._layout(t, now)
             for _, frame in reader.planes(t.emitted, ready):
                 if self._stop.is_set():
                     return
                 if single:  # image-per-file: the index and the stream come from the name
                     frame = replace(frame, index=name_index, stream=stream)
-                elif layout is not None:  # the layout first published is kept
-                    frame = replace(frame, index=kept_index(layout, t.emitted))
+                elif kept is not None:  # the layout first published is kept
+                    frame = replace(frame, index=kept_index(kept, t.emitted))
+                t.layout = t.layout or now  # fixed by the first plane handed on
                 frame = replace(frame, extra={**frame.extra, "layout": t.layout})
                 self._hand_on(frame)
                 t.emitted += 1
-                t.layout_fixed = True
             t.complete = settled and t.emitted >= reader.info.n_planes
             if t.complete and not single and self.pixel_size_um is None and \
                     reader.info.pixel_size_um is not None:
                 # metadata that a writer adds only at close (a growing OME-TIFF's OME-XML)
                 self.on_metadata(str(t.path), {"pixel_size_um": reader.info.pixel_size_um})
 
-    def _layout(self, t: Tracked, axes: str, shape: tuple[int, ...]) -> Layout | None:
+    def _layout(self, t: Tracked, now: Layout) -> Layout | None:
         """A frame's identity is decided once: the (axes, shape) under which a file's first
-        planes were published (remembered in the journal, so also across restarts) stays the
-        file's layout. Returns the kept layout when the file now describes itself otherwise
-        (e.g. a growing OME-TIFF that tifffile reads as T while it grows and as one OME Image
-        per page, P, once closed), else None."""
-        now: Layout = (axes or "T", tuple(shape) or (1,))
-        if not t.layout_fixed:
-            journaled = self.layout_of(str(t.path))
-            t.layout_fixed = journaled is not None or t.emitted > 0
-            t.layout = journaled or now
+        planes were published (``t.layout``, set at the first hand-on or taken from the
+        journal, so also across restarts) stays the file's layout. Returns it when the file now
+        describes itself otherwise (e.g. a growing OME-TIFF that tifffile reads as T while it
+        grows and as one OME Image per page, P, once closed), else None."""
+        if t.layout is None:
+            t.layout = self.layout_of(str(t.path))
         kept = t.layout
-        if not t.layout_fixed or kept is None or kept == now:
-            t.layout = now if not t.layout_fixed or kept is None else kept
+        if kept is None or kept == now:
             return None
         if kept[0] == now[0] and kept[1][1:] == now[1][1:]:  # the same layout, longer
             t.layout = now
@@ -519,7 +520,7 @@ class _Handler:
         closed = kind in ("closed", "moved")
         p = Path(path)
         if p.is_dir():
-            if p.is_symlink() or self.source.excluded(p / "x") is not None:
+            if self.source.folder_excluded(p) is not None:
                 return
             for top, dirs, files in os.walk(p, followlinks=False):
                 here = Path(top)

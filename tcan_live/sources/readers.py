@@ -20,7 +20,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 
 from tcan_live.errors import ReadError, UnsupportedInputError
-from tcan_live.frame import Frame, FrameIndex
+from tcan_live.frame import Frame, FrameIndex, plausible_pixel_size
 from tcan_live.sources import tiffmeta
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,11 @@ class StackInfo:
     time_increment_s: float | None = None
     z_step_um: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the one pixel-size rule, for every reader
+        object.__setattr__(self, "pixel_size_um",
+                           plausible_pixel_size(self.pixel_size_um, str(self.path)))
 
     @property
     def n_planes(self) -> int:
@@ -207,16 +212,20 @@ class TiffReader(_Closing):
             self._tif.close()
             raise
 
+    def _data_end(self, k: int) -> int | None:
+        """Byte just past page ``k``'s pixel data (None: the page names no pixel data)."""
+        page: Any = self._tif.pages[k]
+        ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)]
+        return max(ends) if ends else None
+
     def incomplete_page(self) -> str | None:
         """Why the first page whose pixel data is not all on disk is incomplete, or None."""
         size = self._tif.filehandle.size
-        for k, page in enumerate(self._tif.pages):
-            page_any: Any = page
-            ends = [o + c for o, c in zip(page_any.dataoffsets, page_any.databytecounts,
-                                          strict=True)]
-            if not ends or max(ends) > size:
+        for k in range(len(self._tif.pages)):
+            end = self._data_end(k)
+            if end is None or end > size:
                 return (f"truncated: the pixel data of page {k} ends at byte "
-                        f"{max(ends) if ends else '?'}, the file has {size} bytes")
+                        f"{end if end is not None else '?'}, the file has {size} bytes")
         return None
 
     def ready_planes(self, settled: bool) -> int:
@@ -226,16 +235,12 @@ class TiffReader(_Closing):
         needs ``settled`` (no change for the settle window, or the writer closed the file),
         because the writer may still update it.
         """
-        pages = self._tif.pages
-        n_pages = len(pages)
+        n_pages = len(self._tif.pages)
         size = self._tif.filehandle.size
         ready = 0
         for k in range(min(self.info.n_planes, n_pages)):
-            page = pages[k]
-            page_any: Any = page
-            ends = [o + c for o, c in zip(page_any.dataoffsets, page_any.databytecounts,
-                                          strict=True)]
-            if not ends or max(ends) > size or (k == n_pages - 1 and not settled):
+            end = self._data_end(k)
+            if end is None or end > size or (k == n_pages - 1 and not settled):
                 break
             ready = k + 1
         return ready

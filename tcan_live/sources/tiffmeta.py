@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tcan_live.errors import UnsupportedInputError
-from tcan_live.frame import plausible_pixel_size
+from tcan_live.frame import warn_once
 
 if TYPE_CHECKING:
     import tifffile
 
     from tcan_live.sources.readers import StackInfo
 
-log = logging.getLogger(__name__)
-_warned: dict[str, None] = {}
-
-
-def _warn_once(key: str, message: str, *args: object) -> None:
-    """A file re-read while it grows warns once, not at every scan (bounded memory)."""
-    if key in _warned:
-        return
-    if len(_warned) > 4096:
-        _warned.clear()
-    _warned[key] = None
-    log.warning(message, *args)
 
 # tifffile axis codes -> ours (T time, C channel, Z depth, P position)
 AXIS_MAP = {"T": "T", "I": "T", "Q": "T", "C": "C", "Z": "Z", "R": "P", "M": "P", "P": "P",
@@ -62,11 +49,6 @@ def describe(path: Path, tif: tifffile.TiffFile) -> tuple[StackInfo, int]:
            "imagej" if tif.is_imagej else "tiff")
     if tif.is_micromanager:
         _micromanager(tif, meta)
-    raw_px = meta.get("pixel_size_um")
-    meta["pixel_size_um"] = plausible_pixel_size(raw_px) if raw_px is not None else None
-    if raw_px is not None and meta["pixel_size_um"] is None:
-        _warn_once(f"px:{path}", "%s: pixel size %r um is not plausible; treated as unknown "
-                   "(give --pixel-size-um)", path, raw_px)
     info = StackInfo(
         path=path, format=fmt, axes=axes, shape=shape, plane_shape=plane, dtype=np.dtype(s0.dtype),
         pixel_size_um=meta.get("pixel_size_um"), channel_names=tuple(meta.get("channels", ())),
@@ -77,19 +59,24 @@ def describe(path: Path, tif: tifffile.TiffFile) -> tuple[StackInfo, int]:
 
 
 SOFTWARE = "tcan-live"  # the TIFF Software tag of every file tcan-live writes (export/ometiff.py)
+# the OME descriptions of tcan-live's enhanced outputs (enhance_files, export, store)
+ENHANCED_MARKERS = ("Enhanced by tcan-live", "Enhanced live by tcan-live")
+
+
+def is_enhanced_output(tif: tifffile.TiffFile) -> bool:
+    """Frames tcan-live enhanced (its OME description says so)."""
+    ome = (tif.ome_metadata or "") if tif.is_ome else ""
+    return any(m in ome for m in ENHANCED_MARKERS)
 
 
 def written_by_us(tif: tifffile.TiffFile) -> bool:
     """A TIFF that tcan-live wrote: its Software tag, or (files from before the tag was set)
-    the OME description the output writers put there."""
+    an enhanced output's OME description."""
     try:
         software = str(tif.pages.first.software or "")
     except Exception:
         software = ""
-    if software.startswith(SOFTWARE):
-        return True
-    ome = (tif.ome_metadata or "") if tif.is_ome else ""
-    return "Enhanced live by tcan-live" in ome or "Enhanced by tcan-live" in ome
+    return software.startswith(SOFTWARE) or is_enhanced_output(tif)
 
 
 NDTIFF_MAGIC = (483729).to_bytes(4, "little")  # NDTiff's major-version marker at byte 8
@@ -194,8 +181,7 @@ def _resolution(tif: tifffile.TiffFile, assume_unit: float | None = None) -> flo
         um_per_unit = 1e4
     else:
         return None
-    px = um_per_unit / per_unit
-    return px if 1e-4 < px < 1e4 else None
+    return um_per_unit / per_unit  # judged with every other pixel size (StackInfo)
 
 
 def _micromanager(tif: tifffile.TiffFile, meta: dict[str, Any]) -> None:
@@ -203,7 +189,7 @@ def _micromanager(tif: tifffile.TiffFile, meta: dict[str, Any]) -> None:
     if not meta.get("pixel_size_um") and summary.get("PixelSize_um"):
         px = float(summary["PixelSize_um"])
         if px == 1.0:  # Micro-Manager's value when no pixel-size calibration is configured
-            _warn_once(f"mm:{tif.filehandle.path}", "%s: pixel size 1.0 um is Micro-Manager's "
+            warn_once(f"mm:{tif.filehandle.path}", "%s: pixel size 1.0 um is Micro-Manager's "
                        "uncalibrated placeholder; treated as unknown (give --pixel-size-um)",
                        tif.filehandle.path)
         else:

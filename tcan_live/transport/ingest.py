@@ -19,7 +19,7 @@ import numpy as np
 import zmq
 
 from tcan_live.errors import ProtocolError
-from tcan_live.frame import Frame, FrameIndex
+from tcan_live.frame import Frame, FrameIndex, plausible_pixel_size
 from tcan_live.pipeline import guarded
 from tcan_live.transport import wire
 from tcan_live.transport.publisher import check_endpoint
@@ -134,8 +134,8 @@ def frame_from_header(header: dict[str, Any], array: np.ndarray) -> Frame:
     stream = INGEST_STREAM_PREFIX + header["stream"]
     return Frame(
         data=array.copy(), index=FrameIndex(**{k: idx[k] for k in "tczp"}),
-        pixel_size_um=header.get("pixel_size_um"), channel_name=header.get("channel_name"),
-        time_s=header.get("time_s"), stream=stream,
+        pixel_size_um=plausible_pixel_size(header.get("pixel_size_um"), stream),
+        channel_name=header.get("channel_name"), time_s=header.get("time_s"), stream=stream,
         source=header.get("source") or stream, extra={"pushed": True},
     )
 

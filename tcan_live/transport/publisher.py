@@ -6,7 +6,7 @@
   mark; messages to a subscriber whose queue is full are dropped by ZeroMQ for that subscriber).
 * Late joiners are not left with nothing: XPUB reports each new subscription, and the publisher
   then replays the newest raw and enhanced frame of the most recently active streams (header
-  ``replay: true``). The replay cache is bounded: at most ``replay_streams`` topics (a topic is
+  ``replay: true``). The replay cache is bounded: at most ``replay_topics`` topics (a topic is
   one kind of one stream) and ``replay_bytes`` bytes, least recently published evicted first
   (defaults: 128 topics, 256 MiB; one topic is always kept, whatever its size).
 Only the thread that created the publisher may use it (ZeroMQ sockets are not thread-safe).

@@ -14,6 +14,7 @@ length does not match the header.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ MAX_INDEX = 10**7
 STREAM_NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._:@+=-]{0,127}$"  # an identifier, never a path
 
 
+@functools.cache
 def _ingest_schema() -> Any:
     """The one schema every pushed header is validated against (types, ranges, identifiers)."""
     from typing import Annotated, Literal
@@ -143,20 +145,17 @@ def _ingest_schema() -> Any:
         stream: Annotated[str, Field(pattern=STREAM_NAME)] = "pushed"
         source: Text | None = None
         index: FrameIndexModel = FrameIndexModel()
-        pixel_size_um: Annotated[Number, Field(gt=0, le=1000, allow_inf_nan=False)] | None = None
+        # its plausible range is the frames' one rule (frame.plausible_pixel_size)
+        pixel_size_um: Annotated[Number, Field(gt=0, allow_inf_nan=False)] | None = None
         channel_name: Annotated[Text, Field(max_length=128)] | None = None
         time_s: Annotated[Number, Field(allow_inf_nan=False)] | None = None
 
     return IngestHeader
 
 
-_SCHEMA: Any = None
-
-
 def decode_ingest(frames: list[bytes] | list[memoryview]) -> tuple[dict[str, Any], np.ndarray]:
     """Validate and decode a pushed frame; anything off the schema is a :class:`ProtocolError`
     (the header is checked before the buffer is looked at)."""
-    global _SCHEMA
     from pydantic import ValidationError
 
     if len(frames) != 2:
@@ -172,10 +171,8 @@ def decode_ingest(frames: list[bytes] | list[memoryview]) -> tuple[dict[str, Any
         raise ProtocolError("not a tcan-live ingest message")
     if header.get("version") != VERSION:
         raise ProtocolError(f"unsupported ingest version {header.get('version')!r}")
-    if _SCHEMA is None:
-        _SCHEMA = _ingest_schema()
     try:
-        valid = _SCHEMA.model_validate(header)
+        valid = _ingest_schema().model_validate(header)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "header"
