@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tcan_live import __version__
-from tcan_live.errors import TcanError
+from tcan_live.errors import ConfigError, TcanError
 
 log = logging.getLogger("tcan_live")
 Command = Callable[[argparse.Namespace], int]
@@ -101,8 +101,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     from tcan_live.train.dataset import simulate_dataset
 
-    paths = simulate_dataset(Path(args.out), n=args.n, size=args.size, seed=args.seed,
-                             optics=optics, camera=camera, structures=structures)
+    if args.simulator == "broad" and (args.structures or args.photons is not None and
+                                      args.background != 2.0):
+        raise ConfigError("--structures and --background belong to --simulator classic; the "
+                          "broad simulator takes --families, --photons and --acq-pixel-nm")
+    try:
+        paths = simulate_dataset(
+            Path(args.out), n=args.n, size=args.size, seed=args.seed, optics=optics,
+            camera=camera, structures=structures, simulator=args.simulator,
+            families=args.families.split(",") if args.families else None,
+            photons=args.photons, pixel_nm=args.acq_pixel_nm)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     print(f"wrote {len(paths)} pairs to {args.out}")
     return 0
 
@@ -258,10 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confocal-fwhm-nm", type=float, default=230.0)
     p.add_argument("--sted-fwhm-nm", type=float, default=80.0)
     p.add_argument("--photons", type=float, default=None,
-                   help="fixed peak photons of a point (default: random per image)")
+                   help="fixed peak photons (broad: of the brightest confocal pixel; classic: "
+                        "of a point) (default: random per image)")
     p.add_argument("--background", type=float, default=2.0, help="with --photons: photons/px")
+    p.add_argument("--simulator", choices=["broad", "classic"], default="broad",
+                   help="broad: many structure families, point-scanning PSFs, point-detector "
+                        "noise (default); classic: the earlier four-shape simulator")
+    p.add_argument("--families", default=None,
+                   help="(broad) comma list of structure families (default: all training "
+                        "families; docs/training.md lists them and the held-out ones)")
+    p.add_argument("--acq-pixel-nm", type=float, default=None,
+                   help="(broad) acquisition pixel size, a multiple of 10 nm (default: random "
+                        "30-100 nm)")
     p.add_argument("--structures", default=None,
-                   help="comma list of filaments,beads,rings,actin (default: random mix)")
+                   help="(classic) comma list of filaments,beads,rings,actin (default: mix)")
     p.add_argument("--timelapse", action="store_true", help="write a time-lapse instead")
     p.add_argument("--frames", type=int, default=20, help="(time-lapse) number of frames")
     p.add_argument("--interval", type=float, default=0.0, help="(time-lapse) seconds per frame")

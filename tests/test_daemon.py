@@ -342,22 +342,32 @@ def test_tiffs_written_in_place_are_never_rejected_half_written(run_daemon: Any,
     assert not errors, errors
 
 
-def test_unsupported_looking_file_is_final_only_once_settled(tmp_path: Path) -> None:
-    """Deterministic core of the case above: while a file is still changing, 'unsupported' is
-    treated as 'not complete yet'; the same file is reported once it has been quiet."""
+def test_unsupported_looking_file_is_final_only_once_quiet_or_closed(tmp_path: Path) -> None:
+    """Deterministic core of the case above: while a file may still be written, 'unsupported'
+    is treated as 'not complete yet' (a half-written ImageJ or OME file can look unsupported,
+    and a slow writer may pause longer than the settle window); the file is reported once its
+    writer closed it, or once it has been quiet for give_up_s."""
     from tcan_live.sources.folder import FolderSource, Tracked
 
     errors: list[tuple[Path, str]] = []
     src = FolderSource(tmp_path, emit=lambda f: None, on_error=lambda p, r: errors.append((p, r)),
-                       settle_s=0.5)
+                       settle_s=0.2, give_up_s=1.0)
     rgb = tmp_path / "rgb.tif"
     tifffile.imwrite(rgb, np.zeros((8, 8, 3), np.uint8), photometric="rgb")
     t = Tracked(rgb)
     src._scan(t)  # just written (last change = now): not settled
     assert errors == [] and t.failed and not t.reported
-    time.sleep(0.6)
-    src._scan(t)
+    time.sleep(0.4)
+    src._scan(t)  # settled, but a writer may only be pausing
+    assert errors == [] and t.failed and not t.reported
+    time.sleep(0.7)
+    src._scan(t)  # quiet for give_up_s
     assert [p.name for p, _ in errors] == ["rgb.tif"] and "RGB" in errors[0][1]
+    errors.clear()
+    closed = Tracked(rgb, closed=True)  # the writer closed it: final once settled
+    time.sleep(0.3)
+    src._scan(closed)
+    assert [p.name for p, _ in errors] == ["rgb.tif"]
 
 
 @pytest.mark.shared

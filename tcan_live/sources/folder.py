@@ -304,9 +304,11 @@ class FolderSource:
                 self._scan_tiff(t, settled)
             t.failed = None
         except UnsupportedInputError as err:
-            # a half-written file can look unsupported (no complete IFD yet): final only once
-            # the file has settled and no event came in meanwhile
-            if settled and gen == t.generation:
+            # a half-written file can look unsupported (no complete IFD yet, ImageJ metadata
+            # cut): final once the writer closed it, or it stayed quiet for give_up_s, and no
+            # event came in meanwhile (a slow writer's pause longer than settle_s is not final)
+            quiet = t.closed or now - t.last_change >= self.give_up_s
+            if settled and quiet and gen == t.generation:
                 self._fail(t, err.reason, final=True)
             else:
                 t.failed = err.reason

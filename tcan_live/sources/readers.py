@@ -9,6 +9,8 @@ the file's natural order; ``start`` skips planes already seen (the daemon uses t
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import io
 import logging
@@ -204,6 +206,10 @@ class TiffReader(_Closing):
         if not series:
             self._tif.close()
             raise ReadError(path, "TIFF file holds no images")
+        if not tiffmeta.first_header_on_disk(self._tif):
+            self._tif.close()  # still being written or copied: its layout is not known yet
+            raise ReadError(path, "the first image header's values (e.g. its description) "
+                                  "are not all on disk yet")
         try:
             self.info, self._n_series = tiffmeta.describe(path, self._tif)
             check_plane_size(path, self.info.plane_shape, self.info.dtype)
@@ -212,9 +218,13 @@ class TiffReader(_Closing):
             self._tif.close()
             raise
 
-    def _data_end(self, k: int) -> int | None:
-        """Byte just past page ``k``'s pixel data (None: the page names no pixel data)."""
-        page: Any = self._tif.pages[k]
+    def _data_end(self, k: int) -> float | None:
+        """Byte just past page ``k``'s pixel data (None: the page names no pixel data; inf:
+        the page's own header (IFD) is not all on disk yet, as while a writer appends it)."""
+        try:
+            page: Any = self._tif.pages[k]
+        except Exception:  # tifffile: "corrupted IFD structure" for an IFD cut by the file end
+            return math.inf
         ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)]
         return max(ends) if ends else None
 
@@ -224,6 +234,8 @@ class TiffReader(_Closing):
         for k in range(len(self._tif.pages)):
             end = self._data_end(k)
             if end is None or end > size:
+                if end == math.inf:
+                    return f"truncated: the header of page {k} is cut by the file's end"
                 return (f"truncated: the pixel data of page {k} ends at byte "
                         f"{end if end is not None else '?'}, the file has {size} bytes")
         return None

@@ -24,6 +24,43 @@ UNIT_TO_UM = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "\\u00B5m": 1.0,
 TIME_TO_S = {"ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
 
 
+# TIFF field types -> bytes per value
+_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
+              16: 8, 17: 8, 18: 8}
+
+
+def first_header_on_disk(tif: tifffile.TiffFile) -> bool:
+    """Whether every value of the first page's tags lies within the file. Writers (tifffile
+    among them) put the image description and other long values after the pixel data and
+    fill them in at close, so a file still being written or copied can hold a first IFD whose
+    description is missing: read then, it would describe another layout (issue 21)."""
+    import struct
+
+    fh, fmt = tif.filehandle, tif.tiff
+    size = fh.size
+    offset = tif.pages.first.offset
+    fh.seek(offset)
+    raw = fh.read(fmt.tagnosize)
+    if len(raw) < fmt.tagnosize:
+        return False
+    n = struct.unpack(fmt.tagnoformat, raw)[0]
+    entries = fh.read(n * fmt.tagsize)
+    if len(entries) < n * fmt.tagsize:
+        return False
+    inline = fmt.tagoffsetthreshold
+    for k in range(n):
+        e = entries[k * fmt.tagsize:(k + 1) * fmt.tagsize]
+        _code, dtype = struct.unpack(fmt.byteorder + "HH", e[:4])
+        count = struct.unpack(fmt.offsetformat, e[4:4 + fmt.offsetsize])[0]
+        nbytes = count * _TYPE_SIZE.get(dtype, 1)
+        if nbytes > inline:
+            value_at = struct.unpack(fmt.offsetformat,
+                                     e[4 + fmt.offsetsize:4 + 2 * fmt.offsetsize])[0]
+            if value_at + nbytes > size:
+                return False
+    return True
+
+
 def describe(path: Path, tif: tifffile.TiffFile) -> tuple[StackInfo, int]:
     from tcan_live.sources.readers import StackInfo
 

@@ -22,14 +22,27 @@ from tcan_live.train.simulate import (
 def simulate_dataset(
     out: Path, *, n: int, size: int = 256, seed: int = 0, optics: Optics = Optics(),
     camera: Camera | None = None, structures: Sequence[Structure] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, simulator: str = "broad",
+    families: Sequence[str] | None = None, photons: float | None = None,
+    pixel_nm: float | None = None,
 ) -> list[Path]:
     """``n`` pair stacks ``sim_<seed>_<i>.ome.tif`` plus ``manifest.csv`` (parameters per image).
 
     With ``camera=None`` every image draws its optics, camera and scene at random over wide ranges
     (:func:`random_conditions`); a given camera fixes brightness and noise. ``structures`` restricts
     the scene content.
+
+    ``simulator="broad"`` (the default, :mod:`tcan_live.train.domain`) draws structure families
+    (``families``, default all training families), point-scanning optics, a point detector and
+    the acquisition pixel size (``pixel_nm``, default 30-100 nm) at random per image; ``photons``
+    fixes the brightest confocal pixel's expected photons. ``"classic"`` is the earlier
+    four-shape simulator (``optics``, ``camera``, ``structures``).
     """
+    if simulator == "broad":
+        return _broad_dataset(out, n=n, size=size, seed=seed, families=families,
+                              photons=photons, pixel_nm=pixel_nm, progress=progress)
+    if simulator != "classic":
+        raise ValueError(f"unknown simulator {simulator!r}; expected 'broad' or 'classic'")
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths, rows = [], []
@@ -40,6 +53,33 @@ def simulate_dataset(
         if structures:
             scene_i = replace(scene_i, structures=tuple(structures))
         pair = simulate_pair(rng, (size, size), opt_i, cam_i, scene_i)
+        path = out / f"sim_{seed}_{i:05d}.ome.tif"
+        write_pair_stack(path, pair)
+        paths.append(path)
+        rows.append({"file": path.name, **pair.params()})
+        if progress:
+            progress(i + 1)
+    write_manifest(out, rows)
+    return paths
+
+
+def _broad_dataset(out: Path, *, n: int, size: int, seed: int, families: Sequence[str] | None,
+                   photons: float | None, pixel_nm: float | None,
+                   progress: Callable[[int], None] | None) -> list[Path]:
+    from tcan_live.train import domain
+
+    fams = tuple(families) if families else domain.FAMILIES
+    unknown = set(fams) - set(domain.FAMILY_FNS)
+    if unknown:
+        raise ValueError(f"unknown structure families {sorted(unknown)}; expected some of "
+                         f"{sorted(domain.FAMILY_FNS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths, rows = [], []
+    for i in range(n):
+        acq = domain.random_acquisition(rng, photons, pixel_nm)
+        sample = domain.random_sample(rng, fams)  # type: ignore[arg-type]
+        pair = domain.image_pair(rng, size, acq, sample)
         path = out / f"sim_{seed}_{i:05d}.ome.tif"
         write_pair_stack(path, pair)
         paths.append(path)

@@ -18,12 +18,16 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 
 from tcan_live.errors import ReadError
 from tcan_live.train.simulate import PairImage
+
+if TYPE_CHECKING:
+    from tcan_live.train.domain import BroadPair
 
 log = logging.getLogger(__name__)
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -118,7 +122,7 @@ def load_pairs(path: Path, planes: Sequence[int] = (0, 1)) -> list[Pair]:
 # writing (simulator output)
 
 
-def write_pair_stack(path: Path, pair: PairImage) -> None:
+def write_pair_stack(path: Path, pair: PairImage | BroadPair) -> None:
     """An OME-TIFF with planes (confocal, sted), pixel size and channel names; atomic."""
     px = pair.optics.pixel_size_um
     tmp = path.with_name(path.name + ".part")
