@@ -101,8 +101,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     from tcan_live.train.dataset import simulate_dataset
 
-    if args.simulator == "broad" and (args.structures or args.photons is not None and
-                                      args.background != 2.0):
+    if args.simulator == "broad" and (args.structures or (args.photons is not None and
+                                      args.background != 2.0)):
         raise ConfigError("--structures and --background belong to --simulator classic; the "
                           "broad simulator takes --families, --photons and --acq-pixel-nm")
     try:

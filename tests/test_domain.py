@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -28,7 +29,7 @@ def test_confocal_psf_narrows_with_the_pinhole_as_theory_says() -> None:
               for pin in (0.05, 0.5, 1.0, 2.0, 6.0)]
     assert widths[0] == pytest.approx(0.3708 * wl / na, rel=0.03)
     assert widths[-1] == pytest.approx(0.5145 * wl / na, rel=0.06)
-    assert all(a < b * 1.01 for a, b in zip(widths, widths[1:], strict=False))
+    assert all(a < b * 1.01 for a, b in itertools.pairwise(widths))
     # the instrument the model is for: a 561 nm confocal at 1 AU is about 200-240 nm wide
     assert 190 <= d.fwhm_nm(d.confocal_psf(d.ConfocalOptics()), d.FINE_NM) <= 240
 

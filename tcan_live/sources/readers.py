@@ -9,11 +9,10 @@ the file's natural order; ``start`` skips planes already seen (the daemon uses t
 
 from __future__ import annotations
 
-import math
-
 import contextlib
 import io
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path

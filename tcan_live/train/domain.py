@@ -505,9 +505,8 @@ def render_sample(rng: np.random.Generator, shape: tuple[int, int], sample: Samp
         focus *= 1.0 - _region(rng, shape, fine_nm, sample.empty)
     out = np.zeros(shape, np.float64)
     if sample.defocus_weight > 0:
-        fams = tuple(str(f) for f in rng.choice(FAMILIES, 2, replace=False))
-        for fam in fams:
-            FAMILY_FNS[fam](rng, out, fine_nm)
+        for name in rng.choice(FAMILIES, 2, replace=False):
+            FAMILY_FNS[str(name)](rng, out, fine_nm)
         ref = np.quantile(ndimage.gaussian_filter(out, 40.0 / fine_nm), 0.999)
         out *= sample.defocus_weight / max(float(ref), 1e-12)
     return focus, out
