@@ -69,6 +69,7 @@ class Frame:
     pixel_size_um: float | None = None
     channel_name: str | None = None
     time_s: float | None = None  # acquisition time stamp relative to the stream start
+    z_step_um: float | None = None  # the stack's Z spacing, where it has a Z axis
     stream: str = ""
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

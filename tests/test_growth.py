@@ -8,6 +8,7 @@ shape and, plane by plane, the enhancement of the source plane at that index."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -348,3 +349,109 @@ def test_saved_output_is_the_enhanced_source_plane_by_plane(daemon: Any, tmp_pat
         pos = tuple(idx[axes.index(a)] for a in saved_axes[:-2])
         np.testing.assert_allclose(saved[pos], want, rtol=1e-4, atol=1e-3 * float(np.ptp(want)))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata: pixel size, channel names, Z step and per-plane time stamps reach journal and output
+
+
+def _ome_pixels(path: Path) -> list[dict[str, Any]]:
+    with tifffile.TiffFile(path) as tif:
+        images = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+    return [im["Pixels"] for im in (images if isinstance(images, list) else [images])]
+
+
+def _delta_t(pixels: dict[str, Any]) -> dict[tuple[int, int, int], float]:
+    planes = pixels.get("Plane", [])
+    planes = planes if isinstance(planes, list) else [planes]
+    return {(int(p["TheT"]), int(p["TheC"]), int(p["TheZ"])): float(p["DeltaT"]) for p in planes}
+
+
+def _run(daemon: Any, tmp_path: Path, src: Path, n: int, **kw: Any) -> tuple[Any, Path]:
+    acq = tmp_path / "acq"
+    acq.mkdir(exist_ok=True)
+    d = daemon(folder=acq, **kw)
+    shutil.copy(src, acq / src.name)
+    assert wait_for(lambda: d.stats.frames_done == n, 60), d.status()
+    time.sleep(0.5)
+    d.store.flush()
+    st = next(iter(d.store.streams.values()))
+    return d, d.store.output_path(st.stream)
+
+
+def test_ome_per_plane_metadata_reaches_journal_and_output(daemon: Any, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    data = _pages(rng, (3, 2, 2, 32, 40))  # TCZ
+    times = {(t, c, z): 10.0 * t + 0.5 * c + 0.1 * z + 0.03
+             for t in range(3) for c in range(2) for z in range(2)}
+    order = [(t, c, z) for t in range(3) for c in range(2) for z in range(2)]
+    src = tmp_path / "meta.ome.tif"
+    tifffile.imwrite(src, data, ome=True, metadata={
+        "axes": "TCZYX", "PhysicalSizeX": 0.06, "PhysicalSizeY": 0.06, "PhysicalSizeZ": 0.35,
+        "Channel": {"Name": ["actin", "tubulin"]},
+        "Plane": {"DeltaT": [times[k] for k in order], "DeltaTUnit": ["s"] * 12}})
+    d, out = _run(daemon, tmp_path, src, 12, pixel_size_um=None)
+    st = next(iter(d.store.streams.values()))
+    assert st.meta["z_step_um"] == pytest.approx(0.35)
+    assert st.meta["pixel_size_um"] == pytest.approx(0.06)
+    assert {(i.t, i.c, i.z): v for i, v in st.times.items()} == pytest.approx(times)
+    journal = [json.loads(x) for x in (d.store.journal).read_text().splitlines()]
+    assert sorted(r["time_s"] for r in journal if "time_s" in r) == sorted(times.values())
+    (pix,) = _ome_pixels(out)
+    assert float(pix["PhysicalSizeZ"]) == pytest.approx(0.35)
+    assert float(pix["PhysicalSizeX"]) == pytest.approx(0.06)
+    assert [c["Name"] for c in pix["Channel"]] == ["actin", "tubulin"]
+    assert _delta_t(pix) == pytest.approx(times)
+    assert float(pix["TimeIncrement"]) == pytest.approx(10.0)
+    # and after a restart, from the journal alone
+    d.stop()
+    d2 = daemon(folder=tmp_path / "acq", pixel_size_um=None)
+    d2.store.flush()
+    assert _delta_t(_ome_pixels(out)[0]) == pytest.approx(times)
+
+
+def test_one_ome_image_per_position_keeps_each_positions_times(daemon: Any,
+                                                               tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    src = tmp_path / "pos.ome.tif"
+    with tifffile.TiffWriter(src, ome=True) as tw:
+        for p in range(2):
+            tw.write(_pages(rng, (3, 24, 28)), photometric="minisblack", metadata={
+                "axes": "TYX", "PhysicalSizeX": 0.05, "PhysicalSizeY": 0.05,
+                "Plane": {"DeltaT": [5.0 * t + p for t in range(3)], "DeltaTUnit": ["s"] * 3}})
+    d, out = _run(daemon, tmp_path, src, 6, pixel_size_um=None)
+    st = next(iter(d.store.streams.values()))
+    assert {(i.p, i.t): v for i, v in st.times.items()} == \
+        {(p, t): 5.0 * t + p for p in range(2) for t in range(3)}
+    images = _ome_pixels(out)
+    assert len(images) == 2
+    for p, pix in enumerate(images):
+        assert _delta_t(pix) == pytest.approx({(t, 0, 0): 5.0 * t + p for t in range(3)})
+
+
+def test_imagej_and_nd2_z_step_and_times(daemon: Any, tmp_path: Path) -> None:
+    import nd2
+
+    src = TEST_DATA / "nd2" / "example-zstack.nd2"
+    with nd2.ND2File(src) as f:
+        z = f.voxel_size().z
+    d, out = _run(daemon, tmp_path, src, 11)
+    (pix,) = _ome_pixels(out)
+    assert float(pix["PhysicalSizeZ"]) == pytest.approx(z)
+    d.stop()
+
+    rng = np.random.default_rng(3)
+    ij = tmp_path / "ij" / "hyper.tif"
+    ij.parent.mkdir()
+    tifffile.imwrite(ij, _pages(rng, (3, 2, 24, 20)), imagej=True,
+                     resolution=(1 / 0.07, 1 / 0.07),
+                     metadata={"axes": "TZYX", "unit": "um", "finterval": 2.5, "spacing": 0.4})
+    shutil.rmtree(tmp_path / "out")
+    shutil.rmtree(tmp_path / "acq")
+    d, out = _run(daemon, tmp_path, ij, 6, pixel_size_um=None)
+    (pix,) = _ome_pixels(out)
+    assert float(pix["PhysicalSizeZ"]) == pytest.approx(0.4)
+    assert float(pix["PhysicalSizeX"]) == pytest.approx(0.07)
+    assert float(pix["TimeIncrement"]) == pytest.approx(2.5)
+    assert _delta_t(pix) == pytest.approx({(t, 0, zz): 2.5 * t for t in range(3)
+                                           for zz in range(2)})

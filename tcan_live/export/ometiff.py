@@ -36,10 +36,16 @@ class OmeMeta:
     time_increment_s: float | None = None
     z_step_um: float | None = None
     description: str | None = None
+    # each plane's time stamp (s), shaped like the leading axes; NaN where unknown
+    plane_times_s: np.ndarray | None = None
 
 
-def ome_metadata(meta: OmeMeta, axes: str, n_channels: int) -> dict[str, object]:
+def ome_metadata(meta: OmeMeta, axes: str, n_channels: int,
+                 plane_times: np.ndarray | None = None) -> dict[str, object]:
     md: dict[str, object] = {"axes": axes + "YX"}
+    if plane_times is not None and plane_times.size and np.isfinite(plane_times).all():
+        flat = [float(v) for v in plane_times.ravel()]  # page order = C order of the axes
+        md["Plane"] = {"DeltaT": flat, "DeltaTUnit": ["s"] * len(flat)}
     if meta.pixel_size_um:
         md.update(PhysicalSizeX=meta.pixel_size_um, PhysicalSizeY=meta.pixel_size_um,
                   PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
@@ -79,10 +85,15 @@ def write_ome_tiff(path: Path, data: np.ndarray, meta: OmeMeta) -> Path:
     tmp = path.with_name(f".tcan-{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
     try:
         with tifffile.TiffWriter(tmp, ome=True, bigtiff=data.nbytes >= BIGTIFF_BYTES) as tw:
-            for block, axes in _positions(data, meta.axes):
+            times = meta.plane_times_s
+            for p, (block, axes) in enumerate(_positions(data, meta.axes)):
                 n_c = block.shape[axes.index("C")] if "C" in axes else 1
-                tw.write(block, metadata=ome_metadata(meta, axes, n_c), photometric="minisblack",
-                         software=SOFTWARE)
+                t_p = None
+                if times is not None and times.shape == data.shape[:len(meta.axes)]:
+                    t_p = np.take(times, p, axis=meta.axes.index("P")) if "P" in meta.axes \
+                        else times
+                tw.write(block, metadata=ome_metadata(meta, axes, n_c, t_p),
+                         photometric="minisblack", software=SOFTWARE)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -28,8 +28,10 @@ daemon's store and holds its PID; a second daemon on the same folder is refused.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -169,6 +171,7 @@ class _Stream:
     shape: tuple[int, int]
     meta: dict[str, Any]
     planes: dict[FrameIndex, int] = field(default_factory=dict)  # index -> plane number
+    times: dict[FrameIndex, float] = field(default_factory=dict)  # index -> time stamp (s)
     dirty: bool = False
     last_add: float = 0.0
     last_flush: float = 0.0
@@ -182,6 +185,14 @@ def _fsync_append(path: Path, data: bytes) -> int:
         fh.flush()
         os.fsync(fh.fileno())
     return offset
+
+
+def _time_increment(times: dict[FrameIndex, float]) -> float | None:
+    """The median step between successive time points of the first channel/plane/position."""
+    first = sorted((i.t, v) for i, v in times.items() if i.c == i.z == i.p == 0)
+    steps = [(v1 - v0) / (t1 - t0) for (t0, v0), (t1, v1) in itertools.pairwise(first)]
+    dt = float(np.median(steps)) if steps else None
+    return dt if dt is not None and dt > 0 else None
 
 
 def _printable(text: str) -> str:
@@ -222,6 +233,8 @@ class OutputStore:
                 st = self.streams[rec["stream"]] = _Stream(rec["stream"], tuple(rec["shape"]), {})
             st.meta.update(_record_meta(rec))
             st.planes[FrameIndex(**rec["index"])] = rec["plane"]
+            if isinstance(rec.get("time_s"), int | float):
+                st.times[FrameIndex(**rec["index"])] = float(rec["time_s"])
         self.journal.write_bytes(b"".join(raw + b"\n" for raw, _ in records))
         for st in self.streams.values():
             self._claim(st)
@@ -270,7 +283,7 @@ class OutputStore:
         st = self.streams.get(frame.stream)
         if st is None:
             meta: dict[str, Any] = {"pixel_size_um": pixel_size_um, "source": frame.source,
-                                    "channels": {}}
+                                    "channels": {}, "z_step_um": frame.z_step_um}
             st = self.streams[frame.stream] = _Stream(frame.stream, enhanced.shape, meta)
             self._claim(st)
         if tuple(enhanced.shape) != tuple(st.shape):
@@ -279,20 +292,20 @@ class OutputStore:
         if frame.index in st.planes:
             return
         # a growing OME-TIFF states its pixel size only once closed: the stack takes it
-        self._learn(st, {"pixel_size_um": pixel_size_um})
+        self._learn(st, {"pixel_size_um": pixel_size_um, "z_step_um": frame.z_step_um})
         layout = frame.extra.get("layout")
         if layout is not None and "layout" not in st.meta:
             st.meta["layout"] = [layout[0], list(layout[1])]
         if frame.channel_name:
             st.meta["channels"][str(frame.index.c)] = frame.channel_name
-        i = frame.index
-        if frame.time_s is not None and i.t < 2 and i.c == i.z == i.p == 0:
-            st.meta.setdefault("times", {})[str(i.t)] = frame.time_s
         plane = len(st.planes)
         _fsync_append(self._parts(frame.stream),
                       np.ascontiguousarray(enhanced, np.float32).tobytes())
         rec = {"stream": frame.stream, "index": frame.index.as_dict(), "plane": plane,
                "shape": list(st.shape), "meta": st.meta}
+        if frame.time_s is not None and math.isfinite(frame.time_s):
+            rec["time_s"] = frame.time_s  # each plane's own time stamp
+            st.times[frame.index] = frame.time_s
         _fsync_append(self.journal, (json.dumps(rec) + "\n").encode("utf-8"))
         st.planes[frame.index] = plane
         st.dirty, st.last_add = True, time.monotonic()
@@ -349,10 +362,12 @@ class OutputStore:
         del parts
         chans = st.meta.get("channels", {})
         names = [chans.get(str(c), f"C{c}") for c in range(size["c"])]
-        times = st.meta.get("times", {})
-        dt = times["1"] - times["0"] if {"0", "1"} <= set(times) else None
+        plane_times = np.full(shape, np.nan)
+        for i, when in st.times.items():
+            plane_times[tuple(getattr(i, a.lower()) for a in axes)] = when
         meta = OmeMeta(axes=axes, pixel_size_um=st.meta.get("pixel_size_um"),
-                       channel_names=names, time_increment_s=dt if dt and dt > 0 else None,
+                       channel_names=names, time_increment_s=_time_increment(st.times),
+                       z_step_um=st.meta.get("z_step_um"), plane_times_s=plane_times,
                        description=f"Enhanced live by tcan-live (model {self.model_id}) from "
                                    f"{_printable(st.meta.get('source', st.stream))}")
         path = self.output_path(st.stream)

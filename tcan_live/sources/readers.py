@@ -100,7 +100,7 @@ def make_frame(info: StackInfo, idx: tuple[int, ...], data: np.ndarray,
         time_s = findex.t * info.time_increment_s
     return Frame(data=data, index=findex, pixel_size_um=info.pixel_size_um,
                  channel_name=info.channel_name(findex), time_s=time_s, stream=info.stream,
-                 source=str(info.path))
+                 source=str(info.path), z_step_um=info.z_step_um if "Z" in info.axes else None)
 
 
 class _Closing:

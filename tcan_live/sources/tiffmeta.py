@@ -158,8 +158,9 @@ def _ome(tif: tifffile.TiffFile) -> dict[str, Any]:
         ome = tifffile.xml2dict(tif.ome_metadata or "")["OME"]
     except Exception:
         return {}
-    image = ome.get("Image")
-    image = image[0] if isinstance(image, list) else image
+    images = ome.get("Image")
+    images = images if isinstance(images, list) else [images] if images else []
+    image = images[0] if images else None
     if not image:
         return {}
     pix = image.get("Pixels", {})
@@ -176,8 +177,10 @@ def _ome(tif: tifffile.TiffFile) -> dict[str, Any]:
     channels = pix.get("Channel", [])
     channels = channels if isinstance(channels, list) else [channels]
     out["channels"] = [str(c.get("Name", f"C{i}")) for i, c in enumerate(channels)]
-    planes = pix.get("Plane", [])
-    out["planes"] = planes if isinstance(planes, list) else [planes]
+    out["planes"] = []  # (OME Image number, Plane) for every Image: one per position
+    for i, img in enumerate(images):
+        planes = (img.get("Pixels", {}) if isinstance(img, dict) else {}).get("Plane", [])
+        out["planes"] += [(i, q) for q in (planes if isinstance(planes, list) else [planes])]
     return out
 
 
@@ -238,12 +241,18 @@ def _micromanager(tif: tifffile.TiffFile, meta: dict[str, Any]) -> None:
 
 
 def _plane_times(meta: dict[str, Any], axes: str) -> dict[tuple[int, ...], float]:
-    """OME Plane DeltaT values keyed by the array index (first image only)."""
+    """OME Plane DeltaT values keyed by the array index; a file of one OME Image per stage
+    position gives each Image's planes its position (P)."""
     times: dict[tuple[int, ...], float] = {}
-    for p in meta.get("planes", []):
+    for image, p in meta.get("planes", []):
         if not isinstance(p, dict) or p.get("DeltaT") is None:
             continue
-        pos = {"T": p.get("TheT", 0), "C": p.get("TheC", 0), "Z": p.get("TheZ", 0), "P": 0}
+        if image and "P" not in axes:
+            continue  # more Images than positions: not a layout we can place
+        pos = {"T": p.get("TheT", 0), "C": p.get("TheC", 0), "Z": p.get("TheZ", 0), "P": image}
         scale = TIME_TO_S.get(p.get("DeltaTUnit", "s"), 1.0)
-        times[tuple(int(pos[a]) for a in axes)] = float(p["DeltaT"]) * scale
+        try:
+            times[tuple(int(pos[a]) for a in axes)] = float(p["DeltaT"]) * scale
+        except (TypeError, ValueError):
+            continue
     return times
