@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write on the model's pixel grid instead of the input grid")
     p.add_argument("--residual", action="store_true",
                    help="also write the trust-check residual map (<name>_residual.ome.tif)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write the per-pixel uncertainty map (<name>_uncertainty.ome.tif; "
+                        "float32, larger = less certain; costs 4 extra passes per plane)")
     _add_cluster_options(p)
 
     p = sub.add_parser("export", help="drift-free enhanced time-lapse (OME-TIFF, CSV, movie)")
@@ -326,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PSF for Richardson-Lucy and the trust check")
     p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also score the uncertainty map (AUROC for the top-10%% error pixels, "
+                        "and how its frame score ranks the images)")
     p.add_argument("--write-card", default=None, metavar="LABEL[:NOTE]",
                    help="store the medians in the model card's [metrics.LABEL]")
 
@@ -349,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-size-um", type=float, default=None,
                    help="input pixel size; overrides what the files record")
     p.add_argument("--ingest", default=None, help="also accept pushed frames on this endpoint")
+    p.add_argument("--uncertainty", action="store_true", default=None,
+                   help="also compute, publish and save each frame's uncertainty map "
+                        "(4 extra forward passes per frame; docs/protocol.md)")
     _add_model_options(p)
 
     p = sub.add_parser("view", help="napari window: raw and enhanced frames, live")

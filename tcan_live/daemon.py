@@ -28,8 +28,10 @@ from tcan_live.errors import ConfigError, UnsupportedInputError
 from tcan_live.frame import Frame
 from tcan_live.pipeline import AllQueue, FrameQueue, LatestQueue, Stats, Worker, stamp_seen
 from tcan_live.settings import Settings, load_settings
+from tcan_live.sr.uncertainty import DEFAULT_PASSES
 
 log = logging.getLogger(__name__)
+UNCERTAINTY_DIR = "uncertainty"  # inside the output folder: the saved uncertainty maps
 WIRE_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 
@@ -56,6 +58,8 @@ class Daemon:
         # set by SIGINT/SIGTERM (the CLI) or by a dead thread (fatal); the CLI waits on it
         self.stop_requested = threading.Event()
         self.failed: str | None = None
+        self.unc_store: Any = None
+        self.last_uncertainty: float | None = None  # the newest frame's uncertainty score
         check_remote(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -67,11 +71,20 @@ class Daemon:
         self.enhancer = Enhancer(s.model, device=s.device, tile=s.tile, precision=s.precision)
         self.store = OutputStore(s.output_folder(), s.folder.resolve() if s.folder else None,
                                  model_id=self.enhancer.model_id, on_error=self._file_error)
+        # uncertainty maps: a store of their own (same frame identities, own journal), in
+        # <output>/uncertainty/ (inside the output folder, so never watched)
+        self.unc_store = (OutputStore(s.output_folder() / UNCERTAINTY_DIR,
+                                      s.folder.resolve() if s.folder else None,
+                                      model_id=self.enhancer.model_id,
+                                      on_error=self._file_error)
+                          if s.uncertainty else None)
         try:
             self._start_threads()
         except BaseException:
             self.stop()
             self.store.close()
+            if self.unc_store is not None:
+                self.unc_store.close()
             raise
         log.info("daemon %s running: model %s on %s, publishing on %s, saving to %s",
                  self.run_id, self.enhancer.model_id, self.enhancer.device, s.endpoint,
@@ -155,10 +168,14 @@ class Daemon:
     def _teardown(self) -> None:
         try:
             self.store.flush()
+            if self.unc_store is not None:
+                self.unc_store.flush()
             self._publish_status(state="stopped")
         finally:
             self.publisher.close()
             self.store.close()
+            if self.unc_store is not None:
+                self.unc_store.close()
 
     def _process(self, frame: Frame) -> tuple[Any, dict[str, Any]]:
         s = self.settings
@@ -191,8 +208,28 @@ class Daemon:
         # frame, a twentieth of a GPU frame); a crash in between re-processes the frame on
         # restart (published twice, saved once; the journal decides, see export/store.py)
         self.store.add(frame, res.image, res.pixel_size_um)
+        if self.unc_store is not None:
+            self._uncertainty(frame, px, res, header)
         self._seq += 1
         return res, header
+
+    def _uncertainty(self, frame: Frame, px: float | None, res: Any,
+                     header: dict[str, Any]) -> None:
+        """After the frame is out: its uncertainty map (sr/uncertainty.py), published as an
+        ``uncertainty`` message (protocol version 2) with the frame score, and saved."""
+        from tcan_live.sr.uncertainty import frame_score
+
+        assert self.unc_store is not None
+        t0 = time.perf_counter()
+        unc = self.enhancer.uncertainty(frame.data, px, source=frame.source, seed=self._seq)
+        score = frame_score(unc, res.image)
+        self.last_uncertainty = round(score, 5)
+        self.publisher.publish("uncertainty", frame.stream, {
+            **header, "pixel_size_um": res.pixel_size_um,
+            "uncertainty": {"score": round(score, 5), "method": "noise-redraw+dihedral",
+                            "passes": DEFAULT_PASSES,
+                            "ms": round(1000 * (time.perf_counter() - t0), 2)}}, unc)
+        self.unc_store.add(frame, unc, res.pixel_size_um)
 
     def _idle(self) -> None:
         s = self.settings
@@ -205,6 +242,8 @@ class Daemon:
         if time.monotonic() - self._last_status >= s.status_interval_s:
             self._publish_status(state="running")
         self.store.flush(idle_s=s.flush_idle_s, every_s=s.flush_every_s)
+        if self.unc_store is not None:
+            self.unc_store.flush(idle_s=s.flush_idle_s, every_s=s.flush_every_s)
 
     def _publish_status(self, **extra: Any) -> None:
         self._last_status = time.monotonic()
@@ -238,6 +277,7 @@ class Daemon:
             "uptime_s": round(time.time() - st.started, 1),
             "insecure": self.settings.allow_remote and self.settings.curve_keys is None,
             "failed": self.failed,
+            "uncertainty_score": self.last_uncertainty,
         }
 
 
@@ -258,6 +298,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         insecure=args.insecure,
         log_file=Path(args.log_file) if args.log_file else None, ingest=args.ingest,
         panel=False if args.no_panel else None,
+        uncertainty=True if args.uncertainty else None,
     )
 
 

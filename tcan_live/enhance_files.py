@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tcan_live.errors import TcanError
+from tcan_live.errors import ConfigError, TcanError
 from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
 from tcan_live.sources.readers import StackInfo, StackReader, open_stack
 
@@ -61,10 +61,12 @@ def _cluster(client: Any, reader: StackReader, px: float | None, keep_model_grid
 
 def enhance_file(
     enhancer: Any, path: Path, out_dir: Path, *, pixel_size_um: float | None = None,
-    keep_model_grid: bool = False, residual: bool = False,
+    keep_model_grid: bool = False, residual: bool = False, uncertainty: bool = False,
     progress: Callable[[int, int], None] | None = None, client: Any = None,
 ) -> list[Path]:
     """Enhance every plane of one input; returns the files written (nothing on failure).
+    ``uncertainty``: also ``<stem>_uncertainty.ome.tif`` (float32, the enhanced output's
+    shape; larger = less certain; sr/uncertainty.py), computed here (not on a cluster).
 
     With a Dask ``client`` the planes are enhanced on the cluster's workers (each holding the
     model) and written here in order, exactly as in the single-process path."""
@@ -79,6 +81,7 @@ def enhance_file(
                    if client is not None else _local(enhancer, reader, px, keep_model_grid, path))
         out: np.ndarray | None = None
         res: np.ndarray | None = None
+        unc: np.ndarray | None = None
         out_px = px
         for k, (idx, raw, image, image_px) in enumerate(results):
             if out is None:
@@ -86,7 +89,12 @@ def enhance_file(
                 out_px = image_px
                 if residual:
                     res = _allocate(info.shape + info.plane_shape, out_dir, stack)
+                if uncertainty:
+                    unc = _allocate(info.shape + image.shape, out_dir, stack)
             out[idx] = image
+            if unc is not None and raw is not None:
+                unc[idx] = enhancer.uncertainty(raw, px, keep_model_grid=keep_model_grid,
+                                                seed=k, source=str(path))
             if res is not None and raw is not None:
                 grid_out = (resample_to_shape(image, info.plane_shape) if keep_model_grid
                             else image)
@@ -104,6 +112,9 @@ def enhance_file(
         if res is not None:
             written.append(write_ome_tiff(out_dir / output_name(path, "residual"), res,
                                           _meta(info, px, enhancer)))
+        if unc is not None:
+            written.append(write_ome_tiff(out_dir / output_name(path, "uncertainty"), unc,
+                                          _meta(info, out_px, enhancer)))
         return written
 
 
@@ -132,6 +143,9 @@ def enhance_from_cli(args: argparse.Namespace) -> int:
         if args.scheduler or args.workers:
             from tcan_live.distributed import connect
 
+            if args.uncertainty:
+                raise ConfigError("--uncertainty runs in this process: it cannot be combined "
+                                  "with --scheduler/--workers")
             enhancer: Any = ModelInfo(args.model)
             client = stack.enter_context(connect(args.scheduler, args.workers, model=args.model,
                                                  device=args.device, tile=args.tile,
@@ -161,7 +175,8 @@ def _enhance_all(args: argparse.Namespace, enhancer: Any, out_dir: Path, client:
             try:
                 written = enhance_file(enhancer, path, out_dir, pixel_size_um=args.pixel_size_um,
                                        keep_model_grid=args.keep_model_grid,
-                                       residual=args.residual, progress=update, client=client)
+                                       residual=args.residual, uncertainty=args.uncertainty,
+                                       progress=update, client=client)
                 for w in written:
                     prog.console.print(f"wrote {w}")
             except TcanError as err:

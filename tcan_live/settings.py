@@ -60,6 +60,8 @@ class Settings(BaseModel):
     replay_mb: float = Field(256.0, ge=0, description="their memory bound (MiB)")
     log_file: Path | None = None
     panel: bool = True
+    uncertainty: bool = Field(False, description="also compute, publish and save each "
+                              "frame's uncertainty map (4 extra forward passes per frame)")
 
     def output_folder(self) -> Path:
         if self.output is not None:

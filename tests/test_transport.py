@@ -23,7 +23,7 @@ def test_round_trip(dtype: str, rng: np.random.Generator) -> None:
     frames = wire.encode("enhanced", "/data/a.nd2", {"seq": 3, "index": {"t": 1}}, arr)
     msg = wire.decode([bytes(f) for f in frames])
     assert msg.kind == "enhanced" and msg.topic == f"enhanced/{wire.stream_id('/data/a.nd2')}"
-    assert msg.header["seq"] == 3 and msg.header["version"] == wire.VERSION
+    assert msg.header["seq"] == 3 and msg.header["version"] == wire.KIND_VERSION["enhanced"] == 1
     assert msg.array is not None and msg.array.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(msg.array, arr)
 
@@ -39,7 +39,7 @@ def _frames(header: dict[str, object], buf: bytes = b"") -> list[bytes]:
 
 
 @pytest.mark.parametrize(("header", "buf", "match"), [
-    ({"format": "tcan-live", "version": 2, "kind": "raw"}, b"", "unsupported version 2"),
+    ({"format": "tcan-live", "version": 3, "kind": "raw"}, b"", "unsupported version 3"),
     ({"format": "other", "version": 1, "kind": "raw"}, b"", "unknown message format"),
     ({"format": "tcan-live", "version": 1, "kind": "video"}, b"", "unknown message kind"),
     ({"format": "tcan-live", "version": 1, "kind": "raw", "shape": [2, 2], "dtype": "uint16"},

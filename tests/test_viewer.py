@@ -43,9 +43,10 @@ def xvfb() -> Iterator[str]:
 class Publisher(threading.Thread):
     """Publishes frames like the daemon, from its own thread (which owns the socket)."""
 
-    def __init__(self, frames: list[tuple[np.ndarray, dict[str, Any]]], rate_hz: float) -> None:
+    def __init__(self, frames: list[tuple[np.ndarray, dict[str, Any]]], rate_hz: float,
+                 kinds: tuple[str, ...] = ("raw", "enhanced")) -> None:
         super().__init__(daemon=True)
-        self.frames, self.rate = frames, rate_hz
+        self.frames, self.rate, self.kinds = frames, rate_hz, kinds
         self.ready = threading.Event()
         self.go = threading.Event()
         self.endpoint = ""
@@ -60,8 +61,9 @@ class Publisher(threading.Thread):
         t0 = time.perf_counter()
         for seq, (img, head) in enumerate(self.frames):
             pub.service()
-            for kind in ("raw", "enhanced"):
-                pub.publish(kind, "cells", {**head, "seq": seq, "seen_at": time.time()},
+            for kind in self.kinds:
+                extra = {"uncertainty": {"score": 0.01 * seq}} if kind == "uncertainty" else {}
+                pub.publish(kind, "cells", {**head, **extra, "seq": seq, "seen_at": time.time()},
                             img if kind == "enhanced" else (img / 2).astype(np.float32))
             self.newest = seq
             time.sleep(max(0.0, t0 + (seq + 1) / self.rate - time.perf_counter()))
@@ -128,6 +130,43 @@ def test_viewer_shows_live_frames_with_names_scale_and_a_screenshot(xvfb: str,
         shot = viewer.screenshot(canvas_only=True, flash=False)
         tifffile.imwrite(tmp_path / "shot.tif", shot)
         assert shot.ndim == 3 and shot[..., :3].std() > 5  # not a blank canvas
+    finally:
+        live.stop()
+        viewer.close()
+
+
+@pytest.mark.viewer
+def test_uncertainty_is_a_toggleable_overlay_on_the_enhanced_cell(xvfb: str) -> None:
+    import napari
+
+    from tcan_live.viewer.app import LiveView, _overlays
+
+    frames = _frames(6)
+    pub = Publisher(frames, rate_hz=4, kinds=("raw", "enhanced", "uncertainty"))
+    pub.start()
+    pub.ready.wait(10)
+    viewer = napari.Viewer(show=True)
+    live = LiveView(viewer, pub.endpoint, buffer=6, fps=20)
+    try:
+        live.start()
+        time.sleep(0.5)
+        pub.go.set()
+        _pump(live, lambda: pub.elapsed > 0 and len(live.layers) == 6 and all(
+            st.last_seq == len(frames) - 1 - (1 - k[2]) for k, st in live.layers.items()), 30)
+        unc = live.layers[("uncertainty", "cells", 0)]
+        assert unc.layer.name == "uncertainty c0 tubulin"
+        assert unc.layer.colormap.name == "inferno" and unc.layer.opacity == 0.5
+        grid, _, text = _overlays(viewer)
+        layers = list(viewer.layers)
+        cell = {layer.name: grid.position(i, layers) for i, layer in enumerate(layers)}
+        # each overlay shares the enhanced image's grid cell; raw is in another
+        assert cell["uncertainty c0 tubulin"] == cell["enhanced c0 tubulin"] == \
+            cell["uncertainty c1 actin"] == cell["enhanced c1 actin"]
+        assert cell["raw c0 tubulin"] == cell["raw c1 actin"] != cell["enhanced c0 tubulin"]
+        assert "uncertainty 0.1" in text.text  # the newest score (seq 10 or 11)
+        assert live.toggle_uncertainty() is False
+        assert not unc.layer.visible and live.layers[("enhanced", "cells", 0)].layer.visible
+        assert live.toggle_uncertainty() is True and unc.layer.visible
     finally:
         live.stop()
         viewer.close()

@@ -38,6 +38,7 @@ from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_af
 from tcan_live.sr.resample import check_factor, resample, resample_to_shape, same_grid
 from tcan_live.sr.tiling import Stitcher, Tile, pad_to, plan_tiles, round_up
 from tcan_live.sr.trust import TrustResult, trust_check, trust_normalised
+from tcan_live.sr.uncertainty import DEFAULT_PASSES, uncertainty_map
 
 log = logging.getLogger(__name__)
 MIN_TILE = 64
@@ -226,6 +227,18 @@ class Enhancer:
                 lap("trust")
         return EnhanceResult(result, out_px if pixel_size_um else None, affine, times, tile,
                              check)
+
+    def uncertainty(self, image: np.ndarray, pixel_size_um: float | None = None, *,
+                    keep_model_grid: bool = False, passes: int = DEFAULT_PASSES, seed: int = 0,
+                    source: str = "") -> np.ndarray:
+        """The per-pixel uncertainty map of :meth:`enhance`'s output (same shape and grid;
+        standard deviation in the output's units; method and cost in sr/uncertainty.py)."""
+        px = pixel_size_um or self.pixel_size_um
+        return uncertainty_map(
+            lambda a: self.enhance(a, pixel_size_um, keep_model_grid=keep_model_grid,
+                                   source=source).image,
+            np.asarray(image), px, confocal_fwhm_nm=self.card.confocal_fwhm_nm, passes=passes,
+            seed=seed)
 
     def _tiled(self, x: torch.Tensor, times: dict[str, float]) -> tuple[torch.Tensor, int]:
         """Tiles through the network, with the out-of-memory fallbacks."""

@@ -20,6 +20,8 @@ from tcan_live.train.decorrelation import decorrelation_resolution_nm
 from tcan_live.train.metrics import (
     background_mask,
     bead_fwhm_nm,
+    detail_band_error,
+    error_auroc,
     fidelity,
     isolated_spots,
     richardson_lucy,
@@ -29,13 +31,19 @@ from tcan_live.train.pairs import Pair, load_pairs
 
 log = logging.getLogger(__name__)
 METHODS = ("input", "richardson-lucy", "model", "target")
-METRICS = ("mse", "nrmse", "psnr", "ssim", "snr", "fwhm_nm", "resolution_nm")
+METRICS = ("mse", "nrmse", "psnr", "ssim", "detail_band_error", "snr", "fwhm_nm",
+           "resolution_nm")
+EXTRA = ("trust_score", "uncertainty_auroc", "uncertainty_score")
 Enhance = Callable[[np.ndarray, float], np.ndarray]
 
 
 def evaluate_pair(pair: Pair, enhance: Enhance, px: float, confocal_fwhm_nm: float,
-                  target_fwhm_nm: float = 80.0) -> list[dict[str, object]]:
+                  target_fwhm_nm: float = 80.0, uncertainty: Enhance | None = None
+                  ) -> list[dict[str, object]]:
+    """``uncertainty(image, px)``: the per-pixel map; scored by ``uncertainty_auroc`` (ranks
+    pixels by error) and its frame score."""
     from tcan_live.sr.trust import trust_check
+    from tcan_live.sr.uncertainty import frame_score
 
     images = {"input": pair.confocal, "richardson-lucy": richardson_lucy(
         pair.confocal, confocal_fwhm_nm, px), "model": enhance(pair.confocal, px),
@@ -48,6 +56,7 @@ def evaluate_pair(pair: Pair, enhance: Enhance, px: float, confocal_fwhm_nm: flo
         row: dict[str, object] = {"image": pair.name, "method": method, "pixel_size_um": px,
                                   "spots": len(spots)}
         row.update(fidelity(img, pair.sted))
+        row["detail_band_error"] = detail_band_error(img, pair.sted, pair.confocal, px)
         row["snr"] = snr(img, spots, background, window)
         row["fwhm_nm"] = bead_fwhm_nm(img, spots, px, window)
         row["resolution_nm"] = decorrelation_resolution_nm(img, px)
@@ -55,6 +64,10 @@ def evaluate_pair(pair: Pair, enhance: Enhance, px: float, confocal_fwhm_nm: flo
             t = trust_check(pair.confocal, img, px, confocal_fwhm_nm=confocal_fwhm_nm,
                             target_fwhm_nm=target_fwhm_nm, residual=False)
             row.update(trust_score=t.score, trust_nrmse=t.nrmse)
+            if uncertainty is not None:
+                u = uncertainty(pair.confocal, px)
+                row.update(uncertainty_auroc=error_auroc(u, img, pair.sted),
+                           uncertainty_score=frame_score(u, img))
         rows.append(row)
     return rows
 
@@ -67,7 +80,7 @@ def summarize(rows: Sequence[dict[str, object]]) -> dict[str, dict[str, tuple[fl
         if not sel:
             continue
         out[method] = {}
-        for m in (*METRICS, "trust_score"):
+        for m in (*METRICS, *EXTRA):
             vals = np.array([float(r.get(m, np.nan)) for r in sel])  # type: ignore[arg-type]
             vals = vals[np.isfinite(vals)]
             if vals.size:
@@ -77,7 +90,7 @@ def summarize(rows: Sequence[dict[str, object]]) -> dict[str, dict[str, tuple[fl
 
 
 def markdown(summary: dict[str, dict[str, tuple[float, float, int]]], n_images: int) -> str:
-    cols = [m for m in (*METRICS, "trust_score")
+    cols = [m for m in (*METRICS, *EXTRA)
             if any(m in s for s in summary.values())]
     head = "| method | " + " | ".join(cols) + " |"
     lines = [f"Median (IQR) over {n_images} images; fwhm/snr over isolated spots, NaN-free "
@@ -92,6 +105,18 @@ def markdown(summary: dict[str, dict[str, tuple[float, float, int]]], n_images: 
                 cells.append("-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def uncertainty_ranking(rows: Sequence[dict[str, object]]) -> float | None:
+    """Spearman correlation between the model's uncertainty frame score and its NRMSE."""
+    from scipy.stats import spearmanr
+
+    sel = [r for r in rows if r["method"] == "model" and "uncertainty_score" in r]
+    if len(sel) < 3:
+        return None
+    rho = spearmanr([float(r["uncertainty_score"]) for r in sel],  # type: ignore[arg-type]
+                    [float(r["nrmse"]) for r in sel]).statistic  # type: ignore[arg-type]
+    return float(rho)
 
 
 def write_csv(rows: Sequence[dict[str, object]], path: Path) -> None:
@@ -127,12 +152,17 @@ def boxplots(rows: Sequence[dict[str, object]], path: Path) -> None:
 
 def evaluate(pairs: Sequence[Pair], enhance: Enhance, *, pixel_size_um: float | None,
              default_px: float, confocal_fwhm_nm: float, target_fwhm_nm: float = 80.0,
-             out: Path | None = None) -> tuple[list[dict[str, object]], str]:
+             out: Path | None = None, uncertainty: Enhance | None = None,
+             ) -> tuple[list[dict[str, object]], str]:
     rows: list[dict[str, object]] = []
     for pair in pairs:
         px = pixel_size_um or pair.pixel_size_um or default_px
-        rows += evaluate_pair(pair, enhance, px, confocal_fwhm_nm, target_fwhm_nm)
+        rows += evaluate_pair(pair, enhance, px, confocal_fwhm_nm, target_fwhm_nm, uncertainty)
     table = markdown(summarize(rows), len(pairs))
+    ranking = uncertainty_ranking(rows)
+    if ranking is not None:
+        table += (f"\nThe uncertainty's frame score ranks the images by the model's NRMSE with "
+                  f"Spearman rho = {ranking:.3f} ({len(pairs)} images).\n")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_csv(rows, out / "metrics.csv")
@@ -167,10 +197,14 @@ def evaluate_from_cli(args: argparse.Namespace) -> int:
     def enhance(img: np.ndarray, px: float) -> np.ndarray:
         return enhancer.enhance(img, px).image
 
+    def uncertain(img: np.ndarray, px: float) -> np.ndarray:
+        return enhancer.uncertainty(img, px)
+
     out = Path(args.out) if args.out else None
     rows, table = evaluate(pairs, enhance, pixel_size_um=args.pixel_size_um,
                         default_px=enhancer.pixel_size_um, confocal_fwhm_nm=args.confocal_fwhm_nm,
-                        target_fwhm_nm=enhancer.card.target_fwhm_nm, out=out)
+                        target_fwhm_nm=enhancer.card.target_fwhm_nm, out=out,
+                        uncertainty=uncertain if args.uncertainty else None)
     print(f"model {enhancer.model_id} on {len(pairs)} pairs from {args.pairs}\n")
     print(table)
     if args.write_card:

@@ -46,6 +46,60 @@ def fidelity(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
             "ssim": ssim(p, t)}
 
 
+DETAIL_BAND_NM = (60.0, 200.0)  # FWHMs of the difference of Gaussians: what STED resolves
+# and confocal does not
+
+
+def detail_band(img: np.ndarray, pixel_size_um: float,
+                band_nm: tuple[float, float] = DETAIL_BAND_NM) -> np.ndarray:
+    """Difference of Gaussians (FWHM ``band_nm[0]`` minus FWHM ``band_nm[1]``)."""
+    s1, s2 = (b / FWHM_PER_SIGMA / (pixel_size_um * 1000.0) for b in band_nm)
+    img = np.asarray(img, np.float64)
+    return np.asarray(ndimage.gaussian_filter(img, s1) - ndimage.gaussian_filter(img, s2))
+
+
+def _fitted(pred: np.ndarray, t: np.ndarray) -> np.ndarray:
+    p = _norm(pred)
+    a, b = _affine_fit(p, t)
+    return np.asarray(a * p + b)
+
+
+def detail_band_error(pred: np.ndarray, target: np.ndarray, raw: np.ndarray,
+                      pixel_size_um: float) -> float:
+    """NRMSE of ``pred`` against ``target`` in the detail band (after the affine fit), relative
+    to that of the raw confocal input: 1.0 = no better than adding no detail (the raw input
+    scores exactly 1); below 1 the added detail is more right than wrong; above 1 it is
+    invented."""
+    t = _norm(target)
+    bt = detail_band(t, pixel_size_um)
+    err = lambda img: float(np.sqrt(np.mean(  # noqa: E731
+        (detail_band(_fitted(img, t), pixel_size_um) - bt) ** 2)))
+    return err(pred) / max(err(raw), 1e-12)
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the boolean ``positive`` (ties averaged)."""
+    from scipy.stats import rankdata
+
+    s, pos = np.ravel(score), np.ravel(positive).astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def error_auroc(uncertainty: np.ndarray, pred: np.ndarray, target: np.ndarray,
+                top: float = 0.10) -> float:
+    """How well ``uncertainty`` ranks pixels by actual error: AUROC for "this pixel's error
+    (|pred - target| after the affine fit) is in the image's top ``top`` fraction"."""
+    t = _norm(target)
+    err = np.abs(_fitted(pred, t) - t)
+    q = np.quantile(err, 1.0 - top)
+    pos = err >= q
+    return auroc(uncertainty, pos if not pos.all() else err > q)  # ties at the threshold
+
+
 # ---------------------------------------------------------------------------------------------
 # point sources
 

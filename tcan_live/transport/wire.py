@@ -2,9 +2,13 @@
 
 A message is three ZeroMQ frames: ``[topic, header, buffer]``.
 
-* topic (ASCII): ``"<kind>/<stream id>"``, kind one of ``raw``, ``enhanced``, ``status``; a
-  subscriber filters by prefix (``b"enhanced/"``, or ``b""`` for everything);
-* header: UTF-8 JSON object with ``format = "tcan-live"`` and ``version = 1``;
+* topic (ASCII): ``"<kind>/<stream id>"``, kind one of ``raw``, ``enhanced``, ``status``,
+  ``uncertainty``; a subscriber filters by prefix (``b"enhanced/"``, or ``b""`` for everything);
+* header: UTF-8 JSON object with ``format = "tcan-live"`` and ``version``: protocol version 2
+  added the ``uncertainty`` kind; messages of the version-1 kinds are still stamped
+  ``version = 1`` (their layout did not change), so version-1 clients keep decoding them, and
+  ``uncertainty`` messages are stamped 2 (a version-1 client that subscribes to everything
+  rejects them as unknown and goes on);
 * buffer: the pixels, C-contiguous, little-endian, dtype and shape as in the header (empty for
   status messages).
 
@@ -25,8 +29,10 @@ import numpy as np
 from tcan_live.errors import ProtocolError
 
 FORMAT = "tcan-live"
-VERSION = 1
-KINDS = ("raw", "enhanced", "status")
+VERSION = 2  # the protocol; each message carries the version its kind needs (KIND_VERSION)
+KINDS = ("raw", "enhanced", "status", "uncertainty")
+KIND_VERSION = {"raw": 1, "enhanced": 1, "status": 1, "uncertainty": 2}
+INGEST_VERSION = 1
 DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 
@@ -50,7 +56,7 @@ def encode(kind: str, stream: str, header: dict[str, Any],
            array: np.ndarray | None = None) -> list[bytes | memoryview]:
     if kind not in KINDS:
         raise ProtocolError(f"unknown message kind {kind!r}")
-    head = {"format": FORMAT, "version": VERSION, "kind": kind, **header}
+    head = {"format": FORMAT, "version": KIND_VERSION[kind], "kind": kind, **header}
     buf: bytes | memoryview = b""
     if array is not None:
         arr = np.ascontiguousarray(array)
@@ -74,10 +80,14 @@ def decode(frames: list[bytes] | list[memoryview]) -> Message:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         found = header.get("format") if isinstance(header, dict) else header
         raise ProtocolError(f"unknown message format {found!r}")
-    if header.get("version") != VERSION:
-        raise ProtocolError(f"unsupported version {header.get('version')!r} (expected {VERSION})")
+    version = header.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= VERSION:
+        raise ProtocolError(f"unsupported version {version!r} (expected 1..{VERSION})")
     if header.get("kind") not in KINDS:
         raise ProtocolError(f"unknown message kind {header.get('kind')!r}")
+    if version < KIND_VERSION[header["kind"]]:
+        raise ProtocolError(f"kind {header['kind']!r} needs protocol version "
+                            f"{KIND_VERSION[header['kind']]}, the message says {version}")
     array = None
     if "shape" in header:
         dtype_name = header.get("dtype")
@@ -105,7 +115,7 @@ def encode_ingest(header: dict[str, Any], array: np.ndarray) -> list[bytes | mem
     if arr.dtype.name not in DTYPES:
         raise ProtocolError(f"dtype {arr.dtype} cannot be sent; expected one of {DTYPES}")
     arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-    head = {"format": INGEST_FORMAT, "version": VERSION, **header, "shape": list(arr.shape),
+    head = {"format": INGEST_FORMAT, "version": INGEST_VERSION, **header, "shape": list(arr.shape),
             "dtype": arr.dtype.name}
     return [json.dumps(head, separators=(",", ":")).encode("utf-8"),
             memoryview(arr).cast("B")]  # type: ignore[arg-type]
@@ -169,7 +179,7 @@ def decode_ingest(frames: list[bytes] | list[memoryview]) -> tuple[dict[str, Any
         raise ProtocolError(f"ingest header is not UTF-8 JSON: {err}") from err
     if not isinstance(header, dict) or header.get("format") != INGEST_FORMAT:
         raise ProtocolError("not a tcan-live ingest message")
-    if header.get("version") != VERSION:
+    if header.get("version") != INGEST_VERSION:
         raise ProtocolError(f"unsupported ingest version {header.get('version')!r}")
     try:
         valid = _ingest_schema().model_validate(header)

@@ -8,6 +8,11 @@ grid mode); channel 0 is magenta and channel 1 cyan (the paper's microtubules / 
 convention), one channel is grey. Contrast limits follow the data slowly so they stay stable.
 The scale bar uses the frames' pixel size. The ZeroMQ socket reconnects by itself when the
 daemon restarts; the status line says so.
+
+When the daemon publishes uncertainty maps (``watch --uncertainty``, protocol version 2), each
+is an overlay on the enhanced image of its channel (colormap ``inferno``, additive, half
+opaque): brighter = less certain. The key ``u`` (or the layer's eye icon) toggles the overlay;
+the status line shows the newest frame's uncertainty score.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from tcan_live.transport.subscriber import FrameSubscriber
 from tcan_live.transport.wire import Message
 
 COLORMAPS = ("magenta", "cyan")
+UNCERTAINTY_COLORMAP = "inferno"
+KINDS_ORDER = ("raw", "enhanced", "uncertainty")
 
 
 def _overlays(viewer: Any) -> tuple[Any, Any, Any]:
@@ -53,6 +60,7 @@ class ViewStats:
     daemon: dict[str, Any] = field(default_factory=dict)
     run: str | None = None
     restarts: int = 0
+    uncertainty: float | None = None  # the newest frame's uncertainty score
 
 
 class LiveView:
@@ -70,10 +78,13 @@ class LiveView:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive, name="tcan-view-recv", daemon=True)
         self._timer: Any = None
+        self.show_uncertainty = True
+        self._spacers: list[Any] = []  # invisible layers that keep grid cells aligned
 
     # -- receiver thread ---------------------------------------------------------------------
     def _receive(self) -> None:
-        sub = FrameSubscriber(self.endpoint, rcvhwm=4, curve_keys=self.curve_keys)
+        sub = FrameSubscriber(self.endpoint, rcvhwm=4, curve_keys=self.curve_keys,
+                              kinds=("raw", "enhanced", "uncertainty", "status"))
         try:
             while not self._stop.is_set():
                 msg = sub.receive(0.2)
@@ -83,6 +94,8 @@ class LiveView:
                     self._status(msg.header)
                     continue
                 self.stats.received += 1
+                if msg.kind == "uncertainty":
+                    self.stats.uncertainty = (msg.header.get("uncertainty") or {}).get("score")
                 key = (msg.kind, str(msg.header.get("stream", "")),
                        int(msg.header.get("index", {}).get("c", 0)))
                 with self._lock:
@@ -107,10 +120,19 @@ class LiveView:
         self.grid.enabled = True
         scale_bar.visible = True
         self.text.visible = True
+        self.viewer.bind_key("u", lambda _viewer: self.toggle_uncertainty(), overwrite=True)
         self._thread.start()
         self._timer = QTimer()
         self._timer.timeout.connect(self.update)
         self._timer.start(int(1000 / self.fps))
+
+    def toggle_uncertainty(self) -> bool:
+        """Show or hide every uncertainty overlay; returns whether they are now shown."""
+        self.show_uncertainty = not self.show_uncertainty
+        for key, st in self.layers.items():
+            if key[0] == "uncertainty":
+                st.layer.visible = self.show_uncertainty
+        return self.show_uncertainty
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -165,12 +187,16 @@ class LiveView:
                                  if msg.header.get("channel_name") else "")
         ring = np.zeros((self.buffer, *shape), np.float32)
         colormap = COLORMAPS[c % 2] if n_channels > 1 or c > 0 else "gray"
+        if kind == "uncertainty":
+            colormap = UNCERTAINTY_COLORMAP
         layer = self.viewer.add_image(ring, name=name, colormap=colormap,
                                       blending="additive", scale=(1.0, px, px),
-                                      units=("s", "um", "um"))
+                                      units=("s", "um", "um"),
+                                      opacity=0.5 if kind == "uncertainty" else 1.0,
+                                      visible=kind != "uncertainty" or self.show_uncertainty)
         st = LayerState(ring=ring, layer=layer)
         self.layers[key] = st
-        if c == 1:  # a second channel appeared: channel 0 of the same kind becomes magenta
+        if c == 1 and kind != "uncertainty":  # a second channel: channel 0 becomes magenta
             first = self.layers.get((kind, key[1], 0))
             if first is not None:
                 first.layer.colormap = COLORMAPS[0]
@@ -179,14 +205,26 @@ class LiveView:
 
     def _order_layers(self) -> None:
         """raw c0, raw c1, ..., enhanced c0, ...: with grid stride = channels, each grid cell
-        is one kind (raw | enhanced) with its channels overlaid."""
-        wanted = [self.layers[k].layer for k in sorted(self.layers, key=lambda k: (
-            k[0] != "raw", k[1], k[2]))]
+        is one kind (raw | enhanced) with its channels overlaid. With uncertainty overlays the
+        enhanced cell also holds them (stride = 2 x channels), and the raw cell is padded with
+        invisible spacer layers to keep the cells aligned."""
+        n = max(1, len({k[2] for k in self.layers}))
+        has_unc = any(k[0] == "uncertainty" for k in self.layers)
+        n_raw = sum(k[0] == "raw" for k in self.layers)
+        pad = 2 * n - n_raw if has_unc else 0
+        while len(self._spacers) < pad:
+            self._spacers.append(self.viewer.add_image(
+                np.zeros((1, 1), np.float32), name=f"(grid spacer {len(self._spacers)})",
+                visible=False))
+        order = sorted(self.layers, key=lambda k: (KINDS_ORDER.index(k[0]), k[1], k[2]))
+        raw = [self.layers[k].layer for k in order if k[0] == "raw"]
+        rest = [self.layers[k].layer for k in order if k[0] != "raw"]
+        wanted = raw + self._spacers[:pad] + rest
         for i, layer in enumerate(wanted):
             j = self.viewer.layers.index(layer)
             if j != i:
                 self.viewer.layers.move(j, i)
-        self.grid.stride = max(1, len({k[2] for k in self.layers}))
+        self.grid.stride = 2 * n if has_unc else n
 
     def status_line(self) -> str:
         s = self.stats
@@ -198,8 +236,9 @@ class LiveView:
         daemon = (f"daemon {d.get('state', '?')}: {d.get('frames_done', 0)} done, "
                   f"{d.get('errors', 0)} errors" if d else "waiting for the daemon")
         restart = f", restarted x{s.restarts}" if s.restarts else ""
+        unc = f" | uncertainty {s.uncertainty:.3f}" if s.uncertainty is not None else ""
         return (f"latency {lat:.0f} ms | {fps:.1f} frames/s shown | {s.skipped} skipped | "
-                f"{daemon}{restart}")
+                f"{daemon}{restart}{unc}")
 
 
 def view_from_cli(args: Any) -> int:
