@@ -210,10 +210,14 @@ def random_detector(rng: np.random.Generator, photons: float | None = None) -> D
     if kind == "hyd":  # photon counting: no excess, no offset, no read noise
         return Detector(kind, ph, _log_uniform(rng, 0.05, 3.0), 1.0, 0.0, 1.0, 0.0, 12)
     excess = rng.uniform(1.5, 2.2) if kind == "pmt" else rng.uniform(1.1, 1.5)
-    gain = _log_uniform(rng, 1.0, 3500.0 / max(ph * 1.5, 1.0)) if ph < 2000 else 1.0
-    return Detector(kind, ph, _log_uniform(rng, 0.05, 5.0), float(gain),
-                    float(rng.choice([0.0, 10.0, 100.0])), float(excess),
-                    _log_uniform(rng, 0.3, 4.0), int(rng.choice([8, 12], p=[0.2, 0.8])))
+    bits = int(rng.choice([8, 12], p=[0.2, 0.8]))
+    top = float(2 ** bits - 1)
+    offset = float(rng.choice([0.0, 0.02, 0.05])) * top
+    # the user sets the gain (HV) so the brightest structure fills 15-110% of the ADC range:
+    # a few images saturate, as some real ones do
+    gain = rng.uniform(0.15, 1.1) * (top - offset) / max(ph, 1.0)
+    return Detector(kind, ph, _log_uniform(rng, 0.05, 5.0), float(gain), offset, float(excess),
+                    _log_uniform(rng, 0.1, 0.02 * top), bits)
 
 
 # ---------------------------------------------------------------------------------------------
