@@ -121,3 +121,24 @@ def test_tuning_compares_settings_against_the_default(tiny_model: Path) -> None:
     ort = onnx_rows(str(tiny_model), 1)
     assert [str(r["setting"]).split(",")[0] for r in ort] == [
         "PyTorch eager (channels_last)", "ONNX Runtime CPU"]
+
+
+def test_honesty_bench_writes_tables_for_each_family_and_photon_level(tiny_model: Path,
+                                                                      tmp_path: Path) -> None:
+    from tcan_live.bench import honesty
+
+    assert honesty.main(["--model", str(tiny_model), "--families", "asters,vesicles",
+                         "--photons", "10,100", "--n", "2", "--size", "64", "--out",
+                         str(tmp_path), "--real", str(tmp_path / "none")]) == 0
+    text = (tmp_path / "evaluation" / "honesty.md").read_text(encoding="utf-8")
+    for fam in ("asters", "vesicles"):
+        for ph in ("10", "100"):
+            assert f"| {fam} | {ph} | input | " in text
+            assert f"| {fam} | {ph} | richardson-lucy | " in text
+    import json
+
+    rows = json.loads((tmp_path / "evaluation" / "honesty.json").read_text(encoding="utf-8"))
+    dbe = [r["detail_band_error"] for r in rows if r["method"] == "input"]
+    assert len(dbe) == 8 and all(abs(v - 1.0) < 1e-9 for v in dbe)  # the input is the reference
+    au = [r["uncertainty_auroc"] for r in rows if "uncertainty_auroc" in r]
+    assert len(au) == 8 and all(0.0 <= v <= 1.0 for v in au)
