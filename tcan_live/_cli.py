@@ -108,7 +108,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         paths = simulate_dataset(
             Path(args.out), n=args.n, size=args.size, seed=args.seed, optics=optics,
-            camera=camera, structures=structures, simulator=args.simulator,
+            camera=camera if args.simulator == "classic" else None,
+            structures=structures, simulator=args.simulator,
             families=args.families.split(",") if args.families else None,
             photons=args.photons, pixel_nm=args.acq_pixel_nm)
     except ValueError as err:

@@ -22,7 +22,8 @@ from tcan_live.train.trainer import TrainConfig, Trainer
 @pytest.fixture(scope="module")
 def pairs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pairs")
-    simulate_dataset(out, n=8, size=64, seed=11, structures=("filaments", "beads"))
+    simulate_dataset(out, n=8, size=64, seed=11, structures=("filaments", "beads"),
+                     simulator="classic")
     return out
 
 

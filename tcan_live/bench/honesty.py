@@ -249,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
           "", "## Held-out simulations", "",
           table(rows, list(methods), [*photons], families)]
     for m in methods:
+        sim_rows = [r for r in rows if r["method"] == m and r["family"] != "real"]
         md.append(f"- {m}: the uncertainty frame score ranks the {len(sims)} simulated images "
                   f"by the model's NRMSE with Spearman rho = {ranking(rows, m):.3f}; median "
-                  f"AUROC {_med([r for r in rows if r['method'] == m and r['family'] != 'real'], 'uncertainty_auroc'):.3f}.")
+                  f"AUROC {_med(sim_rows, 'uncertainty_auroc'):.3f}.")
     if reals:
         md += ["", "## Real confocal/STED pairs (TA-GAN, 15 nm assumed)", "",
                table(rows, list(methods), [None], ["real"])]

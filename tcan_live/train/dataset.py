@@ -39,6 +39,9 @@ def simulate_dataset(
     four-shape simulator (``optics``, ``camera``, ``structures``).
     """
     if simulator == "broad":
+        if structures or camera is not None:
+            raise ValueError("structures and camera belong to the classic simulator; the broad "
+                             "one takes families, photons and pixel_nm")
         return _broad_dataset(out, n=n, size=size, seed=seed, families=families,
                               photons=photons, pixel_nm=pixel_nm, progress=progress)
     if simulator != "classic":
