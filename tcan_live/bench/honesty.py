@@ -111,9 +111,13 @@ def measure(case: Case, methods: dict[str, Any]) -> list[dict[str, Any]]:
         "input": case.confocal,
         "richardson-lucy": richardson_lucy(case.confocal, case.conf_fwhm_nm, case.px)}
     maps: dict[str, np.ndarray] = {}
+    cost: dict[str, float] = {}
     for name, enh in methods.items():
+        t0 = time.perf_counter()
         outs[name] = enh.enhance(case.confocal, case.px).image
+        t1 = time.perf_counter()
         maps[name] = enh.uncertainty(case.confocal, case.px)
+        cost[name] = (time.perf_counter() - t1) / max(t1 - t0, 1e-9)
     rows = []
     for method, img in outs.items():
         f = fidelity(img, case.sted)
@@ -124,6 +128,7 @@ def measure(case: Case, methods: dict[str, Any]) -> list[dict[str, Any]]:
         if method in maps:
             row["uncertainty_auroc"] = error_auroc(maps[method], img, case.sted)
             row["uncertainty_score"] = frame_score(maps[method], img)
+            row["uncertainty_cost"] = cost[method]  # map time / enhance time
         rows.append(row)
     rows.append({"case": case.name, "family": case.family, "photons": case.photons,
                  "method": "target", "ridge_cv": ridge_cv(case.sted, case.sted)
@@ -252,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         sim_rows = [r for r in rows if r["method"] == m and r["family"] != "real"]
         md.append(f"- {m}: the uncertainty frame score ranks the {len(sims)} simulated images "
                   f"by the model's NRMSE with Spearman rho = {ranking(rows, m):.3f}; median "
-                  f"AUROC {_med(sim_rows, 'uncertainty_auroc'):.3f}.")
+                  f"AUROC {_med(sim_rows, 'uncertainty_auroc'):.3f}; the map took "
+                  f"{_med(sim_rows, 'uncertainty_cost'):.1f}x the enhancement's time (median, "
+                  f"this CPU).")
     if reals:
         md += ["", "## Real confocal/STED pairs (TA-GAN, 15 nm assumed)", "",
                table(rows, list(methods), [None], ["real"])]
