@@ -185,13 +185,19 @@ def figure(case: Case, methods: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     outs, maps = case_outputs[case.name]
-    panels = [("confocal (input)", outs["input"], "gray")]
+    # each map relative to its output's dynamic range, all maps on one scale: comparable
+    rel = {m: maps[m] / max(float(np.ptp(np.percentile(outs[m], [1.0, 99.9]))), 1e-12)
+           for m in methods}
+    top = max(float(np.percentile(r, 99.7)) for r in rel.values()) if rel else 1.0
+    panels: list[tuple[str, np.ndarray, str, tuple[float, float] | None]] = [
+        ("confocal (input)", outs["input"], "gray", None)]
     for m in methods:
-        panels += [(m, outs[m], "gray"), (f"{m}: uncertainty", maps[m], "inferno")]
-    panels.append(("STED", case.sted, "gray"))
+        panels += [(m, outs[m], "gray", None),
+                   (f"{m}: uncertainty (0-{top:.2f})", rel[m], "inferno", (0.0, top))]
+    panels.append(("STED", case.sted, "gray", None))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
-    for ax, (title, img, cmap) in zip(axes, panels, strict=True):
-        lo, hi = np.percentile(img, [0.5, 99.7])
+    for ax, (title, img, cmap, limits) in zip(axes, panels, strict=True):
+        lo, hi = limits or tuple(np.percentile(img, [0.5, 99.7]))
         ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
