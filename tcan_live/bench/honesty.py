@@ -85,19 +85,6 @@ def real_cases(folder: Path) -> list[Case]:
     return cases
 
 
-def ridge_cv(img: np.ndarray, target: np.ndarray) -> float:
-    """Coefficient of variation of ``img`` along the target's ridges (pixels above 40% of the
-    target's 99.5th percentile, thinned to local maxima across the structure)."""
-    from scipy import ndimage
-
-    thr = 0.4 * np.percentile(target, 99.5)
-    ridge = (target > thr) & (target >= ndimage.maximum_filter(target, 3) * 0.999)
-    if ridge.sum() < 20:
-        return float("nan")
-    v = img[ridge].astype(np.float64)
-    return float(v.std() / max(abs(v.mean()), 1e-12))
-
-
 def measure(case: Case, methods: dict[str, Any]) -> list[dict[str, Any]]:
     from tcan_live.sr.uncertainty import frame_score
     from tcan_live.train.metrics import (
@@ -105,6 +92,7 @@ def measure(case: Case, methods: dict[str, Any]) -> list[dict[str, Any]]:
         error_auroc,
         fidelity,
         richardson_lucy,
+        ridge_cv,
     )
 
     outs: dict[str, np.ndarray] = {

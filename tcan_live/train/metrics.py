@@ -77,6 +77,18 @@ def detail_band_error(pred: np.ndarray, target: np.ndarray, raw: np.ndarray,
     return err(pred) / max(err(raw), 1e-12)
 
 
+def ridge_cv(img: np.ndarray, target: np.ndarray) -> float:
+    """Coefficient of variation of ``img`` along the target's ridges (pixels above 40% of the
+    target's 99.5th percentile that are local maxima of the target): continuous structure keeps
+    it near the target's own; beads on a string raise it."""
+    thr = 0.4 * np.percentile(target, 99.5)
+    ridge = (target > thr) & (target >= ndimage.maximum_filter(target, 3) * 0.999)
+    if ridge.sum() < 20:
+        return float("nan")
+    v = np.asarray(img, np.float64)[ridge]
+    return float(v.std() / max(abs(v.mean()), 1e-12))
+
+
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve of ``score`` for the boolean ``positive`` (ties averaged)."""
     from scipy.stats import rankdata
