@@ -76,7 +76,8 @@ class Daemon:
         self.unc_store = (OutputStore(s.output_folder() / UNCERTAINTY_DIR,
                                       s.folder.resolve() if s.folder else None,
                                       model_id=self.enhancer.model_id,
-                                      on_error=self._file_error)
+                                      on_error=self._file_error,
+                                      suffix="_uncertainty.ome.tif")
                           if s.uncertainty else None)
         try:
             self._start_threads()
@@ -209,7 +210,11 @@ class Daemon:
         # restart (published twice, saved once; the journal decides, see export/store.py)
         self.store.add(frame, res.image, res.pixel_size_um)
         if self.unc_store is not None:
-            self._uncertainty(frame, px, res, header)
+            try:
+                self._uncertainty(frame, px, res, header)
+            except Exception as err:  # the frame itself is out and saved: not a frame error
+                log.warning("no uncertainty map for %s %s: %s: %s", frame.source,
+                            frame.index.as_dict(), type(err).__name__, err)
         self._seq += 1
         return res, header
 

@@ -68,6 +68,14 @@ def test_map_is_zero_for_a_deterministic_identity_and_grows_with_noise() -> None
     assert u[:, -20:].mean() > 2 * u[:, :20].mean()
 
 
+def test_nan_pixels_do_not_spread_into_the_map() -> None:
+    smooth = lambda a: unc.ndimage.gaussian_filter(a, 1.0)  # noqa: E731
+    img = np.random.default_rng(1).poisson(40, (48, 48)).astype(np.float32)
+    img[10:12, 5:9] = np.nan
+    u = unc.uncertainty_map(smooth, img, 0.05)
+    assert np.isfinite(u).all()
+
+
 def test_dihedral_round_trips(rng: np.random.Generator) -> None:
     a = rng.random((5, 7))
     for k in range(8):
@@ -201,12 +209,12 @@ def test_daemon_publishes_and_saves_the_map_and_old_clients_are_unaffected(
     every = _kinds(everything, 1.0)
     assert "uncertainty" in every
     assert d.status()["uncertainty_score"] is not None
-    assert wait_for(lambda: (tmp_path / "out" / "uncertainty" / "stack_tcan.ome.tif").exists(),
-                    20)
+    saved_at = tmp_path / "out" / "uncertainty" / "stack_uncertainty.ome.tif"
+    assert wait_for(saved_at.exists, 20)
     time.sleep(0.5)
     d.store.flush()
     d.unc_store.flush()
-    saved = tifffile.imread(tmp_path / "out" / "uncertainty" / "stack_tcan.ome.tif")
+    saved = tifffile.imread(tmp_path / "out" / "uncertainty" / "stack_uncertainty.ome.tif")
     enhanced = tifffile.imread(tmp_path / "out" / "stack_tcan.ome.tif")
     assert saved.shape == enhanced.shape == (3, 40, 48)
     for c in (new, old, everything):

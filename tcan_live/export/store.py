@@ -72,7 +72,8 @@ def _safe_component(name: str, budget: int = MAX_NAME_BYTES) -> str:
     return clean
 
 
-def output_relpath(stream: str, root: Path | None, tag: str = "") -> Path:
+def output_relpath(stream: str, root: Path | None, tag: str = "",
+                   suffix: str = OUTPUT_SUFFIX) -> Path:
     """The output file of a stream, relative to the output folder (see the module doc)."""
     if stream.startswith(INGEST_STREAM_PREFIX):
         rel = Path("ingest") / stream[len(INGEST_STREAM_PREFIX):]
@@ -86,7 +87,7 @@ def output_relpath(stream: str, root: Path | None, tag: str = "") -> Path:
                 rel = Path(p.name)
     parts = [_safe_component(c) for c in rel.parts[:-1] if c not in ("", "/")]
     stem = strip_image_suffix(rel.name) + (f"_{tag}" if tag else "")
-    name = _safe_component(stem, MAX_NAME_BYTES - len(OUTPUT_SUFFIX)) + OUTPUT_SUFFIX
+    name = _safe_component(stem, MAX_NAME_BYTES - len(suffix)) + suffix
     return Path(*parts, name)
 
 
@@ -202,8 +203,9 @@ def _printable(text: str) -> str:
 
 class OutputStore:
     def __init__(self, out: Path, root: Path | None = None, *, model_id: str = "",
-                 on_error: Any = None) -> None:
+                 on_error: Any = None, suffix: str = OUTPUT_SUFFIX) -> None:
         self.out, self.root, self.model_id = Path(out), root, model_id
+        self.suffix = suffix  # of the output files' names (`_tcan.ome.tif`)
         self.state = self.out / STATE_DIR
         (self.state / "parts").mkdir(parents=True, exist_ok=True)
         self._lock = _Lock(self.state / "lock")
@@ -318,10 +320,11 @@ class OutputStore:
         """Give the stream its own output file (recorded in its meta, so in the journal)."""
         rel = st.meta.get("output")
         if rel is None:
-            rel = str(output_relpath(st.stream, self.root))
+            rel = str(output_relpath(st.stream, self.root, suffix=self.suffix))
             other = self._claimed.get(Path(rel))
             if other is not None and other != st.stream:
-                rel = str(output_relpath(st.stream, self.root, tag=_short_hash(st.stream)))
+                rel = str(output_relpath(st.stream, self.root, tag=_short_hash(st.stream),
+                                         suffix=self.suffix))
                 log.warning("%s and %s map to one output name; the latter is saved as %s",
                             other, st.stream, rel)
             st.meta["output"] = rel
@@ -331,7 +334,7 @@ class OutputStore:
         st = self.streams.get(stream)
         if st is not None and st.meta.get("output"):
             return self.out / st.meta["output"]
-        return self.out / output_relpath(stream, self.root)
+        return self.out / output_relpath(stream, self.root, suffix=self.suffix)
 
     def flush(self, *, idle_s: float = 0.0, every_s: float = float("inf")) -> list[Path]:
         """Rewrite the OME-TIFF of streams that changed and were quiet for ``idle_s`` (or were

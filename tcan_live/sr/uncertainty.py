@@ -109,6 +109,10 @@ def uncertainty_map(enhance: Callable[[np.ndarray], np.ndarray], image: np.ndarr
     ``enhance(frame) -> enhanced`` is the plain path (same grid in and out)."""
     if passes < 2:
         raise ValueError("the uncertainty needs at least 2 passes")
+    image = np.asarray(image, np.float32)
+    finite = np.isfinite(image)
+    if not finite.all():  # NaN/Inf pixels: redrawn from the frame's median (not propagated)
+        image = np.where(finite, image, np.median(image[finite]) if finite.any() else 0.0)
     rng = np.random.default_rng(seed)
     psf_sigma_px = confocal_fwhm_nm / 1000.0 / FWHM_PER_SIGMA / pixel_size_um
     smooth = max(0.5 * psf_sigma_px, 0.5)
