@@ -5,7 +5,7 @@ uncertainty map find the detail that is wrong? Measured on data unlike the train
   photons, ``--n`` images each, including the families training never sees
   (``HELDOUT_FAMILIES``). Per image and method (raw input, Richardson-Lucy with the true PSF
   width, each model): SSIM and NRMSE after the affine fit, the detail-band error (1 = no
-  added detail, < 1 right, > 1 invented), for filament-like families the ridge CV (the
+  added detail, < 1 right, > 1 invented), the decorrelation resolution, for filament-like families the ridge CV (the
   coefficient of variation along the true structure: beads on a string raise it), and for each
   model the uncertainty map's AUROC for the top-10% error pixels and its frame score, whose
   Spearman correlation with the model's NRMSE says whether it ranks images by error.
@@ -87,6 +87,7 @@ def real_cases(folder: Path) -> list[Case]:
 
 def measure(case: Case, methods: dict[str, Any]) -> list[dict[str, Any]]:
     from tcan_live.sr.uncertainty import frame_score
+    from tcan_live.train.decorrelation import decorrelation_resolution_nm
     from tcan_live.train.metrics import (
         detail_band_error,
         error_auroc,
@@ -112,6 +113,7 @@ def measure(case: Case, methods: dict[str, Any]) -> list[dict[str, Any]]:
         row = {"case": case.name, "family": case.family, "photons": case.photons,
                "method": method, "ssim": f["ssim"], "nrmse": f["nrmse"],
                "detail_band_error": detail_band_error(img, case.sted, case.confocal, case.px),
+               "resolution_nm": decorrelation_resolution_nm(img, case.px),
                "ridge_cv": ridge_cv(img, case.sted) if case.family in RIDGED else float("nan")}
         if method in maps:
             row["uncertainty_auroc"] = error_auroc(maps[method], img, case.sted)
@@ -120,7 +122,8 @@ def measure(case: Case, methods: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(row)
     rows.append({"case": case.name, "family": case.family, "photons": case.photons,
                  "method": "target", "ridge_cv": ridge_cv(case.sted, case.sted)
-                 if case.family in RIDGED else float("nan")})
+                 if case.family in RIDGED else float("nan"),
+                 "resolution_nm": decorrelation_resolution_nm(case.sted, case.px)})
     case_outputs[case.name] = (outs, maps)
     return rows
 
@@ -136,9 +139,10 @@ def _med(rows: list[dict[str, Any]], key: str) -> float:
 
 def table(rows: list[dict[str, Any]], methods: list[str], photons: list[float | None],
           families: list[str]) -> str:
-    keys = ("ssim", "nrmse", "detail_band_error", "ridge_cv", "uncertainty_auroc")
-    lines = ["| family | photons | method | SSIM | NRMSE | detail-band error | ridge CV | "
-             "uncertainty AUROC |", "|---|---|---|---|---|---|---|---|"]
+    keys = ("ssim", "nrmse", "detail_band_error", "resolution_nm", "ridge_cv",
+            "uncertainty_auroc")
+    lines = ["| family | photons | method | SSIM | NRMSE | detail-band error | resolution nm | "
+             "ridge CV | uncertainty AUROC |", "|---|---|---|---|---|---|---|---|---|"]
     for fam in families:
         for ph in photons:
             sel = [r for r in rows if r["family"] == fam and r["photons"] == ph]
@@ -149,7 +153,8 @@ def table(rows: list[dict[str, Any]], methods: list[str], photons: list[float | 
                 cells = []
                 for k in keys:
                     v = _med(ms, k)
-                    cells.append("-" if not np.isfinite(v) else f"{v:.3f}")
+                    cells.append("-" if not np.isfinite(v) else f"{v:.0f}" if k ==
+                                 "resolution_nm" else f"{v:.3f}")
                 lines.append(f"| {fam} | {'-' if ph is None else f'{ph:g}'} | {m} | "
                              + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
