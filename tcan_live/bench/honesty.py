@@ -5,8 +5,9 @@ uncertainty map find the detail that is wrong? Measured on data unlike the train
   photons, ``--n`` images each, including the families training never sees
   (``HELDOUT_FAMILIES``). Per image and method (raw input, Richardson-Lucy with the true PSF
   width, each model): SSIM and NRMSE after the affine fit, the detail-band error (1 = no
-  added detail, < 1 right, > 1 invented), the decorrelation resolution, for filament-like families the ridge CV (the
-  coefficient of variation along the true structure: beads on a string raise it), and for each
+  added detail, < 1 right, > 1 invented), the decorrelation resolution, for filament-like
+  families the ridge CV (the coefficient of variation along the true structure: beads on a
+  string raise it), and for each
   model the uncertainty map's AUROC for the top-10% error pixels and its frame score, whose
   Spearman correlation with the model's NRMSE says whether it ranks images by error.
 * **Real pairs** (``../shared/data/confocal_sted``, skipped when absent): the same figures
