@@ -1,32 +1,74 @@
-"""The shipped default model: it loads from models/ and it helps, on a fixed simulated sample."""
+"""The shipped models: the default loads from models/ and, on structures and images it never
+saw in training, adds detail that is more right than wrong; the previous default stays available
+by id."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tcan_live.sr.card import read_card, resolve_model
-from tcan_live.train.metrics import fidelity
+from tcan_live.train import domain
+from tcan_live.train.metrics import detail_band_error, fidelity, ridge_cv
 from tcan_live.train.simulate import Camera, Optics, Scene, simulate_pair
 
 
 def test_default_model_is_installed_and_valid() -> None:
     folder = resolve_model(None)
     card = read_card(folder)
-    assert folder.name == card.id == "tcan-sim-small"
+    assert folder.name == card.id == "tcan-broad-small"
     assert card.pixel_size_um == 0.05 and card.training["samples_seen"] > 0
+    old = read_card(resolve_model("tcan-sim-small"))  # the previous default, by id
+    assert old.id == "tcan-sim-small"
 
 
-def test_default_model_improves_ssim_over_the_input() -> None:
+@pytest.fixture(scope="module")
+def enhancer():  # type: ignore[no-untyped-def]
     from tcan_live.sr.enhancer import Enhancer
 
-    enh = Enhancer(None, warmup=False)
+    return Enhancer(None, warmup=False)
+
+
+@pytest.mark.parametrize("family", domain.HELDOUT_FAMILIES)
+def test_default_model_adds_right_detail_on_held_out_families(enhancer, family: str) -> None:  # type: ignore[no-untyped-def]
+    """Families never in training, 4 images each at 30 photons (seeds not used in training):
+    SSIM better than the input on every image, detail-band error below 1 on every image."""
+    for seed in range(4):
+        rng = np.random.default_rng([777, seed])
+        pair = domain.image_pair(rng, 128, domain.random_acquisition(rng, photons=30.0),
+                                 domain.Sample((family,), regions=False))  # type: ignore[arg-type]
+        out = enhancer.enhance(pair.confocal, 0.05).image
+        gain = fidelity(out, pair.sted)["ssim"] - fidelity(pair.confocal, pair.sted)["ssim"]
+        assert gain > 0.0, (family, seed, gain)
+        assert detail_band_error(out, pair.sted, pair.confocal, 0.05) < 1.0, (family, seed)
+
+
+def test_filaments_at_10_photons_stay_continuous(enhancer) -> None:  # type: ignore[no-untyped-def]
+    """Beads on a string raise the variation along a filament: the output's ridge CV stays
+    below the noisy input's (every measurable image of 8, 10 photons in the brightest pixel;
+    the previous default, tcan-sim-small, fails this: median 0.616 against the input's 0.502
+    in docs/evaluation/honesty.md)."""
+    measured = 0
+    for seed in range(8):
+        rng = np.random.default_rng([778, seed])
+        pair = domain.image_pair(rng, 128, domain.random_acquisition(rng, photons=10.0),
+                                 domain.Sample(("filaments",), regions=False))
+        ref = ridge_cv(pair.confocal, pair.sted)
+        if not np.isfinite(ref):  # too little filament in the field to measure
+            continue
+        out = enhancer.enhance(pair.confocal, 0.05).image
+        assert ridge_cv(out, pair.sted) < ref, seed
+        measured += 1
+    assert measured >= 6
+
+
+def test_default_model_still_helps_on_the_classic_simulation(enhancer) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(4242)  # not a training seed
     gains = []
     for structures, photons in ((("filaments",), 60.0), (("beads", "rings"), 200.0),
                                 (("actin",), 40.0), (("filaments", "beads"), 20.0)):
         pair = simulate_pair(rng, (128, 128), Optics(), Camera(photons=photons, background=3.0),
                              Scene(structures=structures))  # type: ignore[arg-type]
-        out = enh.enhance(pair.confocal, 0.05).image
+        out = enhancer.enhance(pair.confocal, 0.05).image
         gains.append(fidelity(out, pair.sted)["ssim"] - fidelity(pair.confocal, pair.sted)["ssim"])
     assert min(gains) > 0.0, gains  # better on every image
-    assert float(np.mean(gains)) > 0.1, gains
