@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,6 +57,30 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                architecture=PRESETS["tiny"], tiling=Tiling(tile=128, overlap=32),
                description="random weights for tests")
     return folder
+
+
+@pytest.fixture
+def make_daemon(tiny_model: Path, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start real daemons (tiny model, loopback, output in tmp_path/out, quick settle and
+    flush); settings given as keywords override these. All are stopped after the test."""
+    from tcan_live.daemon import Daemon
+    from tcan_live.settings import Settings
+
+    made: list[Any] = []
+
+    def make(**kw: Any) -> Any:
+        base: dict[str, Any] = dict(output=tmp_path / "out", model=str(tiny_model),
+                                    endpoint="tcp://127.0.0.1:*", settle_s=0.3, give_up_s=2.0,
+                                    flush_idle_s=0.2)
+        d = Daemon(Settings(**{**base, **kw}))
+        d.start()
+        made.append(d)
+        assert wait_for(lambda: d.publisher is not None, 10)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
 
 
 @pytest.fixture

@@ -276,24 +276,9 @@ def test_ndtiff_dataset_grown_entry_by_entry(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def daemon(tiny_model: Path, tmp_path: Path) -> Iterator[Any]:
-    from tcan_live.daemon import Daemon
-    from tcan_live.settings import Settings
-
-    made: list[Any] = []
-
-    def make(**kw: Any) -> Any:
-        base: dict[str, Any] = dict(output=tmp_path / "out", model=str(tiny_model),
-                                    endpoint="tcp://127.0.0.1:*", settle_s=0.3, give_up_s=2.0,
-                                    flush_idle_s=0.2, pixel_size_um=0.05)
-        d = Daemon(Settings(**{**base, **kw}))
-        d.start()
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
+def daemon(make_daemon: Callable[..., Any]) -> Callable[..., Any]:
+    """Daemons with a 0.05 um pixel size unless the test says otherwise."""
+    return lambda **kw: make_daemon(**{"pixel_size_um": 0.05, **kw})
 
 
 def _source_imagej(tmp: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray, str]:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +26,8 @@ from tcan_live.transport import wire
 
 
 @pytest.fixture
-def daemon(tiny_model: Path, tmp_path: Path) -> Iterator[Any]:
-    from tcan_live.daemon import Daemon
-    from tcan_live.settings import Settings
-
-    made: list[Any] = []
-
-    def make(**kw: Any) -> Any:
-        base: dict[str, Any] = dict(output=tmp_path / "out", model=str(tiny_model),
-                                    endpoint="tcp://127.0.0.1:*", settle_s=0.3, give_up_s=2.0,
-                                    flush_idle_s=0.2)
-        d = Daemon(Settings(**{**base, **kw}))
-        d.start()
-        made.append(d)
-        assert wait_for(lambda: d.publisher is not None, 10)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
+def daemon(make_daemon: Callable[..., Any]) -> Callable[..., Any]:
+    return make_daemon
 
 
 def _ingest_endpoint(d: Any) -> str:

@@ -6,7 +6,7 @@ the real model in docs/training.md, not from the tiny random model used here."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,25 +157,9 @@ def _kinds(sock: Any, quiet_s: float) -> set[str]:
 
 
 @pytest.fixture
-def daemon(tiny_model: Path, tmp_path: Path) -> Iterator[Any]:
-    from tcan_live.daemon import Daemon
-    from tcan_live.settings import Settings
-
-    made: list[Any] = []
-
-    def make(**kw: Any) -> Any:
-        d = Daemon(Settings(**{**dict(output=tmp_path / "out", model=str(tiny_model),
-                                      endpoint="tcp://127.0.0.1:*", settle_s=0.3,
-                                      give_up_s=2.0, flush_idle_s=0.2, pixel_size_um=0.05),
-                               **kw}))
-        d.start()
-        made.append(d)
-        assert wait_for(lambda: d.publisher is not None, 10)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
+def daemon(make_daemon: Callable[..., Any]) -> Callable[..., Any]:
+    """Daemons with a 0.05 um pixel size unless the test says otherwise."""
+    return lambda **kw: make_daemon(**{"pixel_size_um": 0.05, **kw})
 
 
 def test_daemon_publishes_and_saves_the_map_and_old_clients_are_unaffected(

@@ -86,7 +86,10 @@ def real_cases(folder: Path) -> list[Case]:
     return cases
 
 
-def measure(case: Case, methods: dict[str, Any]) -> list[dict[str, Any]]:
+Outputs = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (images, uncertainty maps)
+
+
+def measure(case: Case, methods: dict[str, Any]) -> tuple[list[dict[str, Any]], Outputs]:
     from tcan_live.sr.uncertainty import frame_score
     from tcan_live.train.decorrelation import decorrelation_resolution_nm
     from tcan_live.train.metrics import (
@@ -125,11 +128,7 @@ def measure(case: Case, methods: dict[str, Any]) -> list[dict[str, Any]]:
                  "method": "target", "ridge_cv": ridge_cv(case.sted, case.sted)
                  if case.family in RIDGED else float("nan"),
                  "resolution_nm": decorrelation_resolution_nm(case.sted, case.px)})
-    case_outputs[case.name] = (outs, maps)
-    return rows
-
-
-case_outputs: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
+    return rows, (outs, maps)
 
 
 def _med(rows: list[dict[str, Any]], key: str) -> float:
@@ -172,13 +171,13 @@ def ranking(rows: list[dict[str, Any]], method: str) -> float:
                            [r["nrmse"] for r in sel]).statistic)
 
 
-def figure(case: Case, methods: list[str], path: Path) -> None:
+def figure(case: Case, outputs: Outputs, methods: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    outs, maps = case_outputs[case.name]
+    outs, maps = outputs
     # each map relative to its output's dynamic range, all maps on one scale: comparable
     rel = {m: maps[m] / max(float(np.ptp(np.percentile(outs[m], [1.0, 99.9]))), 1e-12)
            for m in methods}
@@ -233,11 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     sims = simulated_cases(families, photons, a.n, a.size, a.seed)
     for i, case in enumerate(sims):
-        rows += measure(case, methods)
+        rows += measure(case, methods)[0]
         print(f"\r{i + 1}/{len(sims)} simulated images", end="", file=sys.stderr, flush=True)
     reals = real_cases(Path(a.real))
+    real_outputs = []
     for case in reals:
-        rows += measure(case, methods)
+        case_rows, outputs = measure(case, methods)
+        rows += case_rows
+        real_outputs.append(outputs)
     print(file=sys.stderr)
     out = Path(a.out)
     (out / "evaluation").mkdir(parents=True, exist_ok=True)
@@ -263,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     if reals:
         md += ["", "## Real confocal/STED pairs (TA-GAN, 15 nm assumed)", "",
                table(rows, list(methods), [None], ["real"])]
-        for case in reals:
+        for case, outputs in zip(reals, real_outputs, strict=True):
             png = out / "images" / f"honesty_{case.name}.png"
-            figure(case, list(methods), png)
+            figure(case, outputs, list(methods), png)
             md.append(f"![{case.name}](../images/{png.name})")
     else:
         md += ["", f"Real pairs: {a.real} not found, skipped."]

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-FWHM_PER_SIGMA = 2.3548200450309493
+from tcan_live.sr.trust import sigma_px
+
 DEFAULT_PASSES = 4
 SMOOTH_NM = 50.0  # the variance is pooled over a Gaussian of this sigma
 
@@ -114,7 +115,7 @@ def uncertainty_map(enhance: Callable[[np.ndarray], np.ndarray], image: np.ndarr
     if not finite.all():  # NaN/Inf pixels: redrawn from the frame's median (not propagated)
         image = np.where(finite, image, np.median(image[finite]) if finite.any() else 0.0)
     rng = np.random.default_rng(seed)
-    psf_sigma_px = confocal_fwhm_nm / 1000.0 / FWHM_PER_SIGMA / pixel_size_um
+    psf_sigma_px = sigma_px(confocal_fwhm_nm, pixel_size_um)
     smooth = max(0.5 * psf_sigma_px, 0.5)
     noise = estimate_noise(image)
     acc = acc2 = None

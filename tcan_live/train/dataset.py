@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,11 +13,15 @@ from tcan_live.train.pairs import write_manifest, write_pair_stack
 from tcan_live.train.simulate import (
     Camera,
     Optics,
+    PairImage,
     Scene,
     Structure,
     random_conditions,
     simulate_pair,
 )
+
+if TYPE_CHECKING:
+    from tcan_live.train.domain import BroadPair
 
 
 def simulate_dataset(
@@ -46,24 +51,16 @@ def simulate_dataset(
                               photons=photons, pixel_nm=pixel_nm, progress=progress)
     if simulator != "classic":
         raise ValueError(f"unknown simulator {simulator!r}; expected 'broad' or 'classic'")
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths, rows = [], []
-    for i in range(n):
+
+    def classic(rng: np.random.Generator) -> PairImage:
         opt_i, cam_i, scene_i = random_conditions(rng, optics)
         if camera is not None:
             opt_i, cam_i = optics, camera
         if structures:
             scene_i = replace(scene_i, structures=tuple(structures))
-        pair = simulate_pair(rng, (size, size), opt_i, cam_i, scene_i)
-        path = out / f"sim_{seed}_{i:05d}.ome.tif"
-        write_pair_stack(path, pair)
-        paths.append(path)
-        rows.append({"file": path.name, **pair.params()})
-        if progress:
-            progress(i + 1)
-    write_manifest(out, rows)
-    return paths
+        return simulate_pair(rng, (size, size), opt_i, cam_i, scene_i)
+
+    return _write_pairs(out, n, seed, classic, progress)
 
 
 def _broad_dataset(out: Path, *, n: int, size: int, seed: int, families: Sequence[str] | None,
@@ -76,13 +73,25 @@ def _broad_dataset(out: Path, *, n: int, size: int, seed: int, families: Sequenc
     if unknown:
         raise ValueError(f"unknown structure families {sorted(unknown)}; expected some of "
                          f"{sorted(domain.FAMILY_FNS)}")
+
+    def broad(rng: np.random.Generator) -> domain.BroadPair:
+        acq = domain.random_acquisition(rng, photons, pixel_nm)
+        sample = domain.random_sample(rng, fams)  # type: ignore[arg-type]
+        return domain.image_pair(rng, size, acq, sample)
+
+    return _write_pairs(out, n, seed, broad, progress)
+
+
+def _write_pairs(out: Path, n: int, seed: int,
+                 make: Callable[[np.random.Generator], PairImage | BroadPair],
+                 progress: Callable[[int], None] | None) -> list[Path]:
+    """``n`` pairs from one seeded generator, written as ``sim_<seed>_<i>.ome.tif`` plus the
+    manifest (one writing loop for both simulators)."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths, rows = [], []
     for i in range(n):
-        acq = domain.random_acquisition(rng, photons, pixel_nm)
-        sample = domain.random_sample(rng, fams)  # type: ignore[arg-type]
-        pair = domain.image_pair(rng, size, acq, sample)
+        pair = make(rng)
         path = out / f"sim_{seed}_{i:05d}.ome.tif"
         write_pair_stack(path, pair)
         paths.append(path)

@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 from scipy import fft, ndimage, special
 
+from tcan_live.sr.trust import sigma_px
 from tcan_live.train.simulate import Optics, worm_like_chain
 
 FINE_NM = 10.0
@@ -559,7 +560,7 @@ def gaussian_fft(img: np.ndarray, sigma: float, pad: bool = True) -> np.ndarray:
 
 
 def _defocus(out: np.ndarray, fwhm_nm: float) -> np.ndarray:
-    return gaussian_fft(out, fwhm_nm / 2.3548 / FINE_NM)
+    return gaussian_fft(out, sigma_px(fwhm_nm, FINE_NM / 1000.0))
 
 
 _PSF_CACHE: dict[object, np.ndarray] = {}

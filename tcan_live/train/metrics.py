@@ -53,7 +53,7 @@ DETAIL_BAND_NM = (60.0, 200.0)  # FWHMs of the difference of Gaussians: what STE
 def detail_band(img: np.ndarray, pixel_size_um: float,
                 band_nm: tuple[float, float] = DETAIL_BAND_NM) -> np.ndarray:
     """Difference of Gaussians (FWHM ``band_nm[0]`` minus FWHM ``band_nm[1]``)."""
-    s1, s2 = (b / FWHM_PER_SIGMA / (pixel_size_um * 1000.0) for b in band_nm)
+    s1, s2 = (sigma_px(b, pixel_size_um) for b in band_nm)
     img = np.asarray(img, np.float64)
     return np.asarray(ndimage.gaussian_filter(img, s1) - ndimage.gaussian_filter(img, s2))
 
