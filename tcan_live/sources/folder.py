@@ -40,12 +40,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tcan_live.errors import ReadError, TcanError, UnsupportedInputError
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.sources.naming import is_ignored, split_name
+
+if TYPE_CHECKING:
+    from tcan_live.sources.readers import ND2Reader
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".tcan-live"  # the daemon's state folder inside its output folder (export/store.py)
@@ -82,6 +86,7 @@ class Tracked:
     noted: str | None = None  # an incomplete-but-quiet state already reported
     layout: tuple[str, tuple[int, ...]] | None = None  # (axes, shape) first published
     relayout_logged: bool = False
+    live: Any = None  # an ND2 being written: its nd2live.LiveND2
 
 
 def kind_of(path: Path) -> str | None:
@@ -460,26 +465,43 @@ class FolderSource:
         try:
             reader = ND2Reader(t.path)
         except ReadError:
-            if settled and t.emitted == 0:
-                raise
-            live = nd2live.read_live_frames(t.path, t.emitted)
-            if live is None:
-                raise
-            geom, frames = live
-            for i, planes in enumerate(frames):
-                for c, plane in enumerate(planes):
-                    self._hand_on(Frame(plane, FrameIndex(t=t.emitted + i, c=c),
-                                        pixel_size_um=geom.pixel_size_um,
-                                        stream=str(t.path), source=str(t.path),
-                                        extra={"index_source": "nd2-sequence"}))
-            t.emitted += len(frames)
-            raise ReadError(t.path, "ND2 still being written") from None
+            if t.live is None:
+                t.live = nd2live.LiveND2(t.path, start=t.emitted)
+            live: nd2live.LiveND2 = t.live
+            try:
+                done = live.poll(settled)
+            except nd2live.Refused as err:
+                self._log_once(t.path, f"{t.path}: not read while it is written ({err}); "
+                                       "read once complete")
+                raise ReadError(t.path, f"ND2 not complete yet (not read live: {err})") \
+                    from None
+            for sequence_frame in done:
+                for frame in nd2live.frames_of(live, sequence_frame):
+                    self._hand_on(frame)
+                t.emitted += 1
+            if live.finished or (settled and not done):
+                self._incomplete(t, f"ND2 still being written ({t.emitted} frames read)")
+            return
         with reader:
+            if t.live is not None and t.live.checksums:
+                self._verify_live(t, reader)
             n_c = reader.info.shape[reader.info.axes.index("C")] if "C" in reader.info.axes else 1
             for _, frame in reader.planes(t.emitted * n_c):
                 self._hand_on(frame)
             t.emitted = reader.info.n_planes // n_c
             t.complete = True
+            t.live = None
+
+    def _verify_live(self, t: Tracked, reader: ND2Reader) -> None:
+        """Every frame handed on while the file was written equals the finished file's."""
+        assert t.live is not None
+        bad = [seq for seq, crc in t.live.checksums.items()
+               if reader.sequence_checksum(seq) != crc]
+        t.live.checksums.clear()
+        if bad:
+            self.on_error(t.path, f"{len(bad)} frame(s) read while the file was written differ "
+                                  f"from the finished file (sequence frames {bad[:5]}...); "
+                                  "please report this file")
 
     def _scan_ndtiff(self, t: Tracked, settled: bool) -> None:
         from tcan_live.sources.readers import NDTiffReader

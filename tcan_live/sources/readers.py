@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import math
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +176,16 @@ class ND2Reader(_Closing):
                 pos = {**loop, "C": c}
                 idx = tuple(int(pos.get(a, 0)) for a in info.axes)
                 yield idx, make_frame(info, idx, frame[c], self._time(seq, c))
+
+    def sequence_checksum(self, seq: int) -> int | None:
+        """crc32 of sequence frame ``seq`` as (C, Y, X) bytes (checks live-read frames)."""
+        try:
+            info = self.info
+            n_c = info.shape[info.axes.index("C")] if "C" in info.axes else 1
+            frame = np.array(self._f.read_frame(seq)).reshape(n_c, *info.plane_shape)
+        except Exception:
+            return None
+        return zlib.crc32(np.ascontiguousarray(frame).tobytes())
 
     def _time(self, seq: int, c: int) -> float | None:
         try:
