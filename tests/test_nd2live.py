@@ -263,7 +263,7 @@ def test_band_scans_odd_sizes_and_bit_depths_are_read_live(shape: tuple[int, int
 def test_featureless_frames_wait_for_the_finished_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     frames = [rng.poisson(3.0, (256, 256)).astype(np.uint16) for _ in range(10)]
-    live, got, refused = _grow_live(tmp_path / "f.nd2", synthetic_nd2(frames))
+    _live, got, refused = _grow_live(tmp_path / "f.nd2", synthetic_nd2(frames))
     assert got == [] and "do not establish it" in refused
 
 
@@ -272,7 +272,7 @@ def test_padded_rows_are_never_read_as_wider_frames(tmp_path: Path) -> None:
     a constant image edge, so the file waits (it is never read one column too wide)."""
     rng = np.random.default_rng(1)
     frames = [cell_image(rng, (200, 301), 30.0, 16) for _ in range(4)]
-    live, got, refused = _grow_live(tmp_path / "f.nd2", synthetic_nd2(frames, stride=604))
+    _live, got, refused = _grow_live(tmp_path / "f.nd2", synthetic_nd2(frames, stride=604))
     assert got == [] and "padding" in refused
 
 
@@ -290,7 +290,7 @@ def test_no_wrong_frame_over_random_geometries(tmp_path: Path) -> None:
                 shape = (shape[0], shape[1] + 2)
         photons = float(rng.choice([2.0, 10.0, 100.0]))
         frames = [cell_image(rng, shape, photons, bits) for _ in range(3)]
-        live, got, refused = _grow_live(tmp_path / f"f{k}.nd2", synthetic_nd2(frames, bits))
+        _live, got, _refused = _grow_live(tmp_path / f"f{k}.nd2", synthetic_nd2(frames, bits))
         for g, want in zip(got, frames, strict=False):
             assert g.planes[0].shape == want.shape, (shape, bits, photons)
             np.testing.assert_array_equal(g.planes[0], want)
