@@ -15,14 +15,13 @@ say why, never a wrong frame.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import TEST_DATA
-from scipy import ndimage
 
+from tcan_live.bench.nd2scan import cell_image, chunks, synthetic_nd2
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.sources import nd2live, nd2private
 from tcan_live.sources.folder import FolderSource
@@ -31,23 +30,6 @@ from tcan_live.sources.readers import ND2Reader
 ND2 = TEST_DATA / "nd2"
 REAL = ["example-timelapse.nd2", "example-multichannel.nd2", "example-zstack.nd2"]
 HEADER = struct.Struct("<IIQ")
-
-
-def chunks(data: bytes) -> Iterator[tuple[int, bytes, int]]:
-    """(offset, name, end) of each chunk, in file order."""
-    p = 0
-    while p + 16 <= len(data):
-        magic, name_len, data_len = HEADER.unpack_from(data, p)
-        if magic != nd2live.MAGIC:
-            q = -(-p // 4096) * 4096
-            if q == p:
-                return
-            p = q
-            continue
-        name = data[p + 16 : p + 16 + name_len].split(b"!", 1)[0] + b"!"
-        end = p + 16 + name_len + data_len
-        yield p, name, end
-        p = end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,54 +158,6 @@ def test_real_nd2_cut_at_random_offsets_returns_only_complete_frames(name: str,
 
 # ---------------------------------------------------------------------------------------------
 # geometries and bit depths no real file here has: real head chunks, known image content
-
-
-def _patch_bits(head: bytes, bits: int) -> bytes:
-    """The picture metadata's camera bit depth (``uiBpc``, a u32) set to ``bits`` in place."""
-    key = "uiBpc".encode("utf-16-le") + b"\0\0"
-    out = bytearray(head)
-    at = out.find(key)
-    assert at > 0
-    while at > 0:
-        struct.pack_into("<I", out, at + len(key), bits)
-        at = out.find(key, at + 1)
-    return bytes(out)
-
-
-def _chunk(at: int, name: bytes, payload: bytes) -> bytes:
-    """A chunk as NIS writes it: the name padded so that the data ends on a 4096 boundary."""
-    name_len = len(name)
-    while (at + 16 + name_len + len(payload)) % 4096:
-        name_len += 1
-    return HEADER.pack(nd2live.MAGIC, name_len, len(payload)) + name.ljust(name_len, b"\0") + \
-        payload
-
-
-def synthetic_nd2(frames: list[np.ndarray], bits: int = 16, stride: int | None = None) -> bytes:
-    """example-timelapse.nd2's head (a time loop, one channel) with these frames."""
-    data = (ND2 / "example-timelapse.nd2").read_bytes()
-    first = next(p for p, n, _ in chunks(data) if n == b"ImageDataSeq|0!")
-    out = bytearray(_patch_bits(data[:first], bits))
-    for k, f in enumerate(frames):
-        rows = f.tobytes()
-        if stride is not None:
-            w = f.shape[1] * f.itemsize
-            rows = b"".join(rows[r * w : (r + 1) * w].ljust(stride, b"\0")
-                            for r in range(f.shape[0]))
-        out += _chunk(len(out), f"ImageDataSeq|{k}!".encode(), struct.pack("<d", 500.0 * k) + rows)
-    text = next((p, e) for p, n, e in chunks(data) if n == b"ImageTextInfoLV!")
-    tail = data[text[0] : text[1]]
-    out += _chunk(len(out), b"ImageTextInfoLV!", tail[16 + HEADER.unpack_from(tail)[1] :])
-    return bytes(out)
-
-
-def cell_image(rng: np.random.Generator, shape: tuple[int, int], photons: float,
-               bits: int) -> np.ndarray:
-    """Confocal-like: blurred random structure (PSF about 2.5 px), Poisson noise, offset."""
-    obj = ndimage.gaussian_filter(rng.random(shape) ** 8, 2.5, mode="wrap")
-    obj = obj / obj.max() * photons
-    img = rng.poisson(obj) * 8 + 20
-    return np.clip(img, 0, 2 ** bits - 1).astype(np.uint8 if bits <= 8 else np.uint16)
 
 
 def _grow_live(path: Path, data: bytes) -> tuple[nd2live.LiveND2, list[nd2live.LiveFrame], str]:
@@ -355,3 +289,20 @@ def test_daemon_publishes_a_growing_nd2_before_it_is_finished(make_daemon: objec
         want = d.enhancer.enhance(f.data, 0.05).image
         np.testing.assert_allclose(saved[i.z], want, rtol=1e-4, atol=1e-3 * float(np.ptp(want)))
     assert d.stats.frames_done == len(ref)
+
+
+def test_time_loop_without_a_final_count_runs_on(tmp_path: Path) -> None:
+    """A time loop "until stopped" (count 0 in the experiment): frames get T = sequence
+    number, however many come."""
+    data = synthetic_nd2([cell_image(np.random.default_rng(k), (64, 96), 50, 16)
+                          for k in range(4)])
+    key = "uiCount".encode("utf-16-le") + b"\0\0"
+    at = data.find(key)
+    assert at > 0 and struct.unpack_from("<I", data, at + len(key)) == (53,)
+    data = data[: at + len(key)] + struct.pack("<I", 0) + data[at + len(key) + 4 :]
+    live, got, refused = _grow_live(tmp_path / "f.nd2", data)
+    assert not refused
+    assert live.meta is not None and [(lp.axis, lp.count) for lp in live.meta.loops] == [("T", 0)]
+    assert [g.loop_index for g in got] == [{"T": k} for k in range(4)]
+    frames = [f for g in got for f in nd2live.frames_of(live, g)]
+    assert [f.index.t for f in frames] == [0, 1, 2, 3]

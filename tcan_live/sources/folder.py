@@ -224,14 +224,14 @@ class FolderSource:
                 return reason
         return None
 
-    def _log_once(self, key: Path, message: str) -> None:
+    def _log_once(self, key: Path, message: str, level: int = logging.INFO) -> None:
         with self._lock:
             if key in self._logged:
                 return
             self._logged[key] = None
             while len(self._logged) > DIR_CACHE_MAX:
                 self._logged.popitem(last=False)
-        log.info("%s", message)
+        log.log(level, "%s", message)
 
     # -- events (watchdog thread): only mark paths --------------------------------------------
     def touch(self, path: Path, closed: bool = False) -> None:
@@ -472,7 +472,7 @@ class FolderSource:
                 done = live.poll(settled)
             except nd2live.Refused as err:
                 self._log_once(t.path, f"{t.path}: not read while it is written ({err}); "
-                                       "read once complete")
+                                       "read once complete", logging.WARNING)
                 raise ReadError(t.path, f"ND2 not complete yet (not read live: {err})") \
                     from None
             for sequence_frame in done:

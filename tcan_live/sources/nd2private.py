@@ -57,7 +57,7 @@ def decode(raw: bytes, *, strip_prefix: bool = True) -> dict[str, Any] | None:
 @dataclass(frozen=True)
 class Loop:
     axis: str  # "T", "P", "Z", or "U" (a loop nd2 has no axis for)
-    count: int
+    count: int  # 0: a time loop whose end is not known yet
     z_step_um: float | None = None
     period_ms: float | None = None
 
@@ -70,6 +70,13 @@ def experiment_loops(raw_chunk: bytes) -> list[Loop] | None:
     if exp is None:
         return None
     exp = exp.get("SLxExperiment", exp)
+    open_ended = False
+    pars = exp.get("uLoopPars")
+    if exp.get("eType") == 1 and isinstance(pars, dict) and not pars.get("uiCount"):
+        # a time loop "until stopped": no count yet (nd2 would drop the loop and everything
+        # nested in it); parse it as one time point, then leave it open-ended (count 0)
+        exp = {**exp, "uLoopPars": {**pars, "uiCount": 1}}
+        open_ended = True
     try:
         from nd2._parse._parse import load_experiment
         from nd2._util import AXIS
@@ -80,7 +87,8 @@ def experiment_loops(raw_chunk: bytes) -> list[Loop] | None:
             params: Any = getattr(loop, "parameters", None)
             step = getattr(params, "stepUm", None) if loop.type == "ZStackLoop" else None
             period = getattr(params, "periodMs", None) if loop.type == "TimeLoop" else None
-            out.append(Loop(AXIS._MAP.get(loop.type, "U"), int(loop.count),
+            count = 0 if open_ended and not out else int(loop.count)
+            out.append(Loop(AXIS._MAP.get(loop.type, "U"), count,
                             float(step) if step is not None else None,
                             float(period) if period is not None else None))
         return out
