@@ -81,8 +81,8 @@ def experiment_loops(raw_chunk: bytes) -> list[Loop] | None:
         from nd2._parse._parse import load_experiment
         from nd2._util import AXIS
 
-        loops = load_experiment(exp)
-        out = []
+        loops = load_experiment(exp)  # type: ignore[arg-type]
+        out: list[Loop] = []
         for loop in loops:
             params: Any = getattr(loop, "parameters", None)
             step = getattr(params, "stepUm", None) if loop.type == "ZStackLoop" else None
