@@ -267,7 +267,7 @@ def test_every_documented_option_is_accepted() -> None:
     problems = []
     for doc, cmd in _commands_in_docs():
         m = re.search(r"tcan-live\s+([a-z]+)(.*)", cmd)
-        mm = re.search(r"python -m (tcan_live\.bench\.[a-z]+)(.*)", cmd)
+        mm = re.search(r"python -m (tcan_live\.bench\.[a-z0-9_]+)(.*)", cmd)
         if mm:
             known = modules.setdefault(mm.group(1), _module_flags(mm.group(1)))
             where, rest = mm.group(1), mm.group(2)

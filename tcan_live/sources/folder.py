@@ -480,7 +480,9 @@ class FolderSource:
                     self._hand_on(frame)
                 t.emitted += 1
             if live.finished or (settled and not done):
-                self._incomplete(t, f"ND2 still being written ({t.emitted} frames read)")
+                self._incomplete(t, "ND2 without a readable chunk map (still being written, "
+                                    f"truncated or damaged); {t.emitted} frames read from its "
+                                    "image chunks")
             return
         with reader:
             if t.live is not None and t.live.checksums:
