@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	# bioimage.io: the spec that core 0.11.0 pins breaks under current pydantic (docs/bioimageio.md)
+	if $(BIN)/python -c "import bioimageio.core" 2>/dev/null; then \
+	  $(BIN)/python -m pip install --quiet --no-deps "bioimageio.spec==0.5.14.3"; fi
 	touch $@
 
 demo: $(STAMP)

@@ -47,6 +47,16 @@ def _console():  # type: ignore[no-untyped-def]
 def cmd_models(args: argparse.Namespace) -> int:
     from tcan_live.sr.card import installed_models, model_dirs, resolve_model
 
+    if args.models_action == "export" and args.bioimageio:
+        from tcan_live.sr.bioimageio_export import export_bioimageio
+
+        target = Path(args.bioimageio)
+        if target.suffix.lower() != ".zip":
+            raise ConfigError(f"--bioimageio {target}: the package is a .zip file")
+        res = export_bioimageio(resolve_model(args.model), target)
+        print(f"wrote {res.path}: bioimage.io model package (TorchScript + PyTorch state "
+              "dict); bioimage.io test passed")
+        return 0
     if args.models_action == "export":
         from tcan_live.sr.onnx_export import export_onnx
 
@@ -256,10 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_options(p)
     p.add_argument("--pixel-size-um", type=float, default=None)
 
-    p = sub.add_parser("models", help="list installed models, or export one to ONNX")
+    p = sub.add_parser("models", help="list installed models, or export one (ONNX, bioimage.io)")
     p.add_argument("models_action", nargs="?", choices=["list", "export"], default="list")
     p.add_argument("--model", default=None)
-    p.add_argument("--onnx", action="store_true", help="(export) write ONNX (the only format)")
+    p.add_argument("--onnx", action="store_true", help="(export) write ONNX (the default)")
+    p.add_argument("--bioimageio", default=None, metavar="OUT.zip",
+                   help="(export) write a bioimage.io model package instead (Fiji/deepImageJ, "
+                        "ilastik, QuPath; needs the bioimageio extra)")
     p.add_argument("--out", default=None, help="(export) output .onnx path")
     p.add_argument("--size", type=int, default=None, help="(export) tile size (card's)")
 
