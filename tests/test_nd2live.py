@@ -129,16 +129,19 @@ def test_real_nd2_grown_chunk_by_chunk(name: str, settled: bool, tmp_path: Path)
 
 
 @pytest.mark.parametrize("name", REAL)
-def test_real_nd2_cut_at_random_offsets_returns_only_complete_frames(name: str,
-                                                                      tmp_path: Path) -> None:
+def test_real_nd2_cut_at_every_offset_returns_only_complete_frames(name: str,
+                                                                     tmp_path: Path) -> None:
+    """Cuts every 4093 bytes (a prime: the cuts fall at every offset within a 4096-byte page)
+    and at every chunk boundary and one byte either side."""
     data = (ND2 / name).read_bytes()
     path = tmp_path / name
     path.write_bytes(data)
     ref = _finished_frames(path)
     read = possible = 0
-    rng = np.random.default_rng(7)
     image_ends = [e for _, n, e in chunks(data) if n.startswith(b"ImageDataSeq")]
-    for cut in rng.integers(1, len(data), 40):
+    bounds = {p + d for p, _, _ in chunks(data) for d in (-1, 0, 1)} | {len(data)}
+    cuts = sorted((set(range(1, len(data), 4093)) | bounds) & set(range(1, len(data) + 1)))
+    for cut in cuts:
         path.write_bytes(data[: int(cut)])
         live = nd2live.LiveND2(path)
         got = live.poll(settled=False)
@@ -306,3 +309,17 @@ def test_time_loop_without_a_final_count_runs_on(tmp_path: Path) -> None:
     assert [g.loop_index for g in got] == [{"T": k} for k in range(4)]
     frames = [f for g in got for f in nd2live.frames_of(live, g)]
     assert [f.index.t for f in frames] == [0, 1, 2, 3]
+
+
+def test_bit_depth_from_the_pixels_when_the_metadata_has_none(tmp_path: Path) -> None:
+    """No ``uiBpc`` in the head: 12-bit data in 16-bit words are recognised by their high
+    bytes; 8-bit data (no such pattern) wait for the finished file."""
+    rng = np.random.default_rng(4)
+    frames = [cell_image(rng, (128, 160), 300.0, 12) for _ in range(4)]
+    live, got, refused = _grow_live(tmp_path / "a.nd2", synthetic_nd2(frames, bits=0))
+    assert not refused and live.geometry is not None and live.geometry.dtype == "uint16"
+    for g, want in zip(got, frames, strict=True):
+        np.testing.assert_array_equal(g.planes[0], want)
+    frames8 = [cell_image(rng, (128, 160), 20.0, 8) for _ in range(4)]
+    _, got8, refused8 = _grow_live(tmp_path / "b.nd2", synthetic_nd2(frames8, bits=0))
+    assert got8 == [] and "bit depth" in refused8

@@ -61,15 +61,19 @@ def chunk(at: int, name: bytes, payload: bytes) -> bytes:
 
 
 def head_and_tail(bits: int = 16, source: Path = HEAD_FILE) -> tuple[bytes, bytes]:
-    """A real NIS file's chunks before its first image (bit depth ``uiBpc`` patched in place)
-    and its text-info chunk's payload (a chunk NIS writes after the images)."""
+    """A real NIS file's chunks before its first image (bit depth ``uiBpc`` patched in place;
+    ``bits=0``: the key renamed, so that the metadata states no bit depth) and its text-info
+    chunk's payload (a chunk NIS writes after the images)."""
     data = source.read_bytes()
     first = next(p for p, n, _ in chunks(data) if n == b"ImageDataSeq|0!")
     head = bytearray(data[:first])
     key = "uiBpc".encode("utf-16-le") + b"\0\0"
     at = head.find(key)
     while at > 0:
-        struct.pack_into("<I", head, at + len(key), bits)
+        if bits:
+            struct.pack_into("<I", head, at + len(key), bits)
+        else:  # same length, another name: nothing says the bit depth
+            head[at : at + len(key)] = "uiBpX".encode("utf-16-le") + b"\0\0"
         at = head.find(key, at + 1)
     p, _, e = next(c for c in chunks(data) if c[1] == b"ImageTextInfoLV!")
     return bytes(head), data[p + 16 + HEADER.unpack_from(data, p)[1] : e]

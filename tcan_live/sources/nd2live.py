@@ -27,7 +27,8 @@ What is established before the first frame is handed on, and from where:
 * channels: the picture metadata's plane count and names; components per pixel must equal
   the channel count (RGB is refused, as for finished files);
 * bytes per component: the picture metadata's camera/scanner bit depth (``Bpc``; up to 8 bits
-  -> 1 byte, up to 16 -> 2); absent or contradictory -> not read live;
+  -> 1 byte, up to 16 -> 2); without it, 12/14-bit data in 16-bit words are recognised by
+  their high bytes; otherwise, or if contradictory, not read live;
 * frame width and height: the image chunk's length fixes ``height x row bytes``; the width is
   taken from the picture metadata's frame size (camera ROI / binning) when it fits that length
   exactly, otherwise from the image content: every row length that fits the length is tried;
@@ -259,13 +260,23 @@ class LiveND2:
         return meta, {"pic": pic, "comp": comp}
 
     @staticmethod
-    def _dtype(pic: object) -> str:
+    def _dtype(pic: object, frames: list[bytes]) -> str:
+        """Bytes per component: the metadata's bit depth (``Bpc``); without one, 16-bit words
+        are recognised by their high bytes (12- or 14-bit data, the usual point-scanner depths:
+        every odd byte below 64 while the even bytes are clearly larger); else refused."""
         bits = {int(b) for b in _find(pic, "Bpc") if isinstance(b, (int, float)) and b > 0}
         dtypes = {_pow_ok(b) for b in bits}
-        if len(dtypes) != 1 or None in dtypes:
-            raise Refused("the bit depth is not in the metadata before the first frame"
-                          if not bits else f"bit depths {sorted(bits)} in the metadata")
-        return str(dtypes.pop())
+        if len(dtypes) == 1 and None not in dtypes:
+            return str(dtypes.pop())
+        if bits:
+            raise Refused(f"bit depths {sorted(bits)} in the metadata")
+        raw = np.concatenate([np.frombuffer(f, np.uint8, len(f) - 8, 8) for f in frames])
+        raw = raw[: raw.size // 2 * 2]
+        low, high = raw[0::2].astype(np.float64), raw[1::2].astype(np.float64)
+        if high.max() < 64 and low.mean() > 4 * high.mean() + 1:
+            return "uint16"
+        raise Refused("the bit depth is not in the metadata before the first frame, and the "
+                      "pixels do not show it")
 
     @staticmethod
     def _metadata_sizes(pic: object) -> set[tuple[int, int]]:
@@ -328,17 +339,17 @@ class LiveND2:
         return False
 
     def _decide(self, fh: BinaryIO, pic: object, comp: int) -> Geometry | None:
-        dtype = self._dtype(pic)
+        frames = [self._read(fh, im.data_at, im.data_len)
+                  for im in self.images[: min(self.trusted, FRAMES_TO_DECIDE)]]
+        if not frames:
+            return None
+        dtype = self._dtype(pic, frames)
         bpp = comp * np.dtype(dtype).itemsize
         data_len = self.images[0].data_len
         shapes = [(h, s) for h, s in self._strides(data_len, bpp) if s // bpp >= MIN_SIDE]
         if not shapes:
             raise Refused(f"a frame of {data_len - 8} bytes fits no frame size of "
                           f"{comp} x {dtype}")
-        frames = [self._read(fh, im.data_at, im.data_len)
-                  for im in self.images[: min(self.trusted, FRAMES_TO_DECIDE)]]
-        if not frames:
-            return None
         vert, near, far, structured = self._lag_stats(frames, dtype, comp, shapes, bpp)
         excess = (vert - near) / max(far - near, 1e-12)  # 0: like neighbours; 1: unrelated
         meta = [k for k, (h, s) in enumerate(shapes)
