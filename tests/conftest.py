@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -100,3 +102,26 @@ def _no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+@pytest.fixture(scope="session")
+def xvfb() -> Iterator[str]:
+    """One X server for the whole session: Qt's application outlives a test module, and a
+    QApplication whose X server went away aborts the process."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (see .ci/run)")
+    pytest.importorskip("napari")
+    display = f":{90 + os.getpid() % 50}"
+    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    old = {k: os.environ.get(k) for k in ("DISPLAY", "QT_QPA_PLATFORM")}
+    os.environ["DISPLAY"], os.environ["QT_QPA_PLATFORM"] = display, "xcb"
+    yield display
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    proc.wait(10)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_viewer import Publisher, _frames, _pump, xvfb  # noqa: F401 - the fixture
+from test_viewer import Publisher, _frames, _pump
 
 from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
 from tcan_live.viewer.reader import get_reader, read_output
@@ -54,7 +54,7 @@ def test_reader_opens_an_output_with_scale_and_channels(tmp_path: Path) -> None:
 
 
 @pytest.mark.viewer
-def test_dock_widget_connects_and_shows_live_layers(xvfb: str) -> None:  # noqa: F811
+def test_dock_widget_connects_and_shows_live_layers(xvfb: str) -> None:
     import napari
 
     frames = _frames(6)

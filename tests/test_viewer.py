@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +13,6 @@ import pytest
 import tifffile
 
 from tcan_live.transport.publisher import ZmqPublisher
-
-
-@pytest.fixture(scope="module")
-def xvfb() -> Iterator[str]:
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (see .ci/run)")
-    pytest.importorskip("napari")
-    display = f":{90 + os.getpid() % 50}"
-    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    old = {k: os.environ.get(k) for k in ("DISPLAY", "QT_QPA_PLATFORM")}
-    os.environ["DISPLAY"], os.environ["QT_QPA_PLATFORM"] = display, "xcb"
-    yield display
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    proc.terminate()
-    proc.wait(10)
 
 
 class Publisher(threading.Thread):
