@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TEST_DATA
+from test_growth import Harness
 
 from tcan_live.bench.nd2scan import cell_image, chunks, synthetic_nd2
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.sources import nd2live, nd2private
-from tcan_live.sources.folder import FolderSource
 from tcan_live.sources.readers import ND2Reader
 
 ND2 = TEST_DATA / "nd2"
@@ -62,25 +62,6 @@ def test_nd2_private_internals_are_the_tested_ones() -> None:
 # real files grown chunk by chunk, and cut at random offsets
 
 
-class Harness:
-    def __init__(self, root: Path, settled: bool) -> None:
-        self.seen: dict[FrameIndex, Frame] = {}
-        self.errors: list[tuple[Path, str]] = []
-        self.src = FolderSource(root, emit=self.emit, on_error=lambda p, r: self.errors.append(
-            (p, r)), is_done=lambda s, i: i in self.seen,
-            settle_s=0.0 if settled else 1e9, give_up_s=1e9)
-
-    def emit(self, frame: Frame) -> None:
-        assert frame.index not in self.seen, f"{frame.index} handed on twice"
-        self.seen[frame.index] = frame
-
-    def scan(self, path: Path, closed: bool = False) -> None:
-        self.src.touch(path, closed=closed)
-        t = self.src._tracked.get(path)
-        if t is not None:
-            self.src._scan(t)
-
-
 def _finished_frames(path: Path) -> dict[FrameIndex, Frame]:
     with ND2Reader(path) as r:
         return {f.index: f for _, f in r.planes()}
@@ -109,7 +90,8 @@ def test_real_nd2_grown_chunk_by_chunk(name: str, settled: bool, tmp_path: Path)
     ref = _finished_frames(target)
     target.write_bytes(b"")
     rng = np.random.default_rng(len(name) + settled)
-    h = Harness(acq, settled)
+    # the growth harness of test_growth: pixels checked against the finished file at emit
+    h = Harness(acq, {i: f.data for i, f in ref.items()}, settled=settled)
     ends = [e for _, _, e in chunks(data)]
     before_last_byte = 0
     prev = 0

@@ -149,6 +149,7 @@ class LiveND2:
         self.refused: str | None = None
         self.finished = False  # the chunk map began: the normal reader takes over
         self._head: dict[str, object] = {}
+        self.info: StackInfo | None = None  # set by stack_info() once the geometry is known
         self.checksums: dict[int, int] = {}  # seq -> crc32 of the frame's bytes handed on
         self.bytes_read = 0  # for the scan-cost benchmark
 
@@ -459,7 +460,14 @@ class LiveND2:
 
 def stack_info(live: LiveND2) -> StackInfo:
     """The growing file described like a finished one (the readers' :class:`StackInfo`, so that
-    live frames are built, named and calibrated by the same code as complete ones)."""
+    live frames are built, named and calibrated by the same code as complete ones). Built once
+    per file, when its geometry is decided."""
+    if live.info is None:
+        live.info = _stack_info(live)
+    return live.info
+
+
+def _stack_info(live: LiveND2) -> StackInfo:
     g, meta = live.geometry, live.meta
     assert g is not None and meta is not None
     axes = "".join(lp.axis for lp in meta.loops) + ("C" if g.channels > 1 else "")

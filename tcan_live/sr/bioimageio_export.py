@@ -107,10 +107,8 @@ def export_bioimageio(folder: Path, out: Path, *, run_test: bool = True) -> Bioi
             description="one confocal plane on the model's pixel grid "
                         f"({px * 1000:g} nm), any intensity scale",
             axes=[bio.BatchAxis(), bio.ChannelAxis(channel_names=[bio.Identifier("confocal")]),
-                  bio.SpaceInputAxis(id=bio.AxisId("y"), size=bio.ParameterizedSize(
-                      min=MIN_SIZE, step=STEP), unit="micrometer", scale=px),
-                  bio.SpaceInputAxis(id=bio.AxisId("x"), size=bio.ParameterizedSize(
-                      min=MIN_SIZE, step=STEP), unit="micrometer", scale=px)],
+                  *[bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(
+                      min=MIN_SIZE, step=STEP), unit="micrometer", scale=px) for a in "yx"]],
             test_tensor=bio.FileDescr(source=tmp / "test_input.npy"),
             preprocessing=[bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(
                 axes=[bio.AxisId("y"), bio.AxisId("x")], min_percentile=norm.low,
@@ -121,12 +119,9 @@ def export_bioimageio(folder: Path, out: Path, *, run_test: bool = True) -> Bioi
             description="STED-like image, same grid; 0..1 = the input's "
                         f"{norm.low:g}th..{norm.high:g}th percentile",
             axes=[bio.BatchAxis(), bio.ChannelAxis(channel_names=[bio.Identifier("sted_like")]),
-                  bio.SpaceOutputAxis(id=bio.AxisId("y"), size=bio.SizeReference(
-                      tensor_id=bio.TensorId("confocal"), axis_id=bio.AxisId("y")),
-                      unit="micrometer", scale=px),
-                  bio.SpaceOutputAxis(id=bio.AxisId("x"), size=bio.SizeReference(
-                      tensor_id=bio.TensorId("confocal"), axis_id=bio.AxisId("x")),
-                      unit="micrometer", scale=px)],
+                  *[bio.SpaceOutputAxis(id=bio.AxisId(a), size=bio.SizeReference(
+                      tensor_id=bio.TensorId("confocal"), axis_id=bio.AxisId(a)),
+                      unit="micrometer", scale=px) for a in "yx"]],
             test_tensor=bio.FileDescr(source=tmp / "test_output.npy"),
         )]
         version = torch.__version__.split("+")[0]
