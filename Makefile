@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python -m tcan_live.bench.daemon --write-docs
 	$(BIN)/tcan-live bench --write-docs
 	$(BIN)/python -m tcan_live.bench.tuning --compile --write-docs
+	$(BIN)/python -m tcan_live.bench.nd2scan --write-docs
+	$(BIN)/python -m tcan_live.bench.storage --write-docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output

@@ -219,6 +219,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "AVX512-BF16/AMX is faster, see docs/benchmarks.md")
 
 
+def _add_format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default=None, choices=["ome-tiff", "ome-zarr"],
+                   help="output format (default: ome-tiff, or what -o's suffix says)")
+
+
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, help="Dask scheduler, e.g. tcp://HOST:8786")
     p.add_argument("--workers", type=int, default=None,
@@ -236,8 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("enhance", help="enhance ND2/TIFF files into OME-TIFFs")
-    p.add_argument("inputs", nargs="+", help="ND2 / TIFF / OME-TIFF files or NDTiff folders")
+    p.add_argument("inputs", nargs="+", help="ND2 / TIFF / OME-TIFF files, NDTiff folders or "
+                   "*.zarr / *.ome.zarr datasets")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_format_option(p)
     _add_model_options(p)
     p.add_argument("--pixel-size-um", type=float, default=None,
                    help="input pixel size when the file has none (or to override it)")
@@ -252,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="drift-free enhanced time-lapse (OME-TIFF, CSV, movie)")
     p.add_argument("input", help="ND2 / TIFF / OME-TIFF time-lapse, or tcan-live output")
-    p.add_argument("-o", "--output", required=True, help="OUT.ome.tif")
+    p.add_argument("-o", "--output", required=True, help="OUT.ome.tif or OUT.ome.zarr")
+    _add_format_option(p)
     _add_model_options(p)
     p.add_argument("--drift-correct", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--reference", choices=["first", "previous", "running-mean"],
@@ -352,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="the daemon: watch a folder, enhance and publish new frames")
     p.add_argument("folder", nargs="?", default=None, help="acquisition folder to watch")
     p.add_argument("--config", default=None, help="TOML configuration file")
-    p.add_argument("--output", default=None, help="where enhanced OME-TIFFs go")
+    p.add_argument("--output", default=None, help="where the enhanced stacks go")
+    _add_format_option(p)
     p.add_argument("--endpoint", default=None, help="publish endpoint (tcp://127.0.0.1:5557)")
     p.add_argument("--mode", choices=["all", "latest"], default=None)
     p.add_argument("--poll", action="store_true", default=None,

@@ -70,14 +70,15 @@ class Daemon:
         s = self.settings
         self.enhancer = Enhancer(s.model, device=s.device, tile=s.tile, precision=s.precision)
         self.store = OutputStore(s.output_folder(), s.folder.resolve() if s.folder else None,
-                                 model_id=self.enhancer.model_id, on_error=self._file_error)
+                                 model_id=self.enhancer.model_id, on_error=self._file_error,
+                                 fmt=s.output_format)
         # uncertainty maps: a store of their own (same frame identities, own journal), in
         # <output>/uncertainty/ (inside the output folder, so never watched)
         self.unc_store = (OutputStore(s.output_folder() / UNCERTAINTY_DIR,
                                       s.folder.resolve() if s.folder else None,
                                       model_id=self.enhancer.model_id,
                                       on_error=self._file_error,
-                                      suffix="_uncertainty.ome.tif")
+                                      tag="uncertainty", fmt=s.output_format)
                           if s.uncertainty else None)
         try:
             self._start_threads()
@@ -246,9 +247,9 @@ class Daemon:
             self._publish_status(state="error", file=path, reason=reason)
         if time.monotonic() - self._last_status >= s.status_interval_s:
             self._publish_status(state="running")
-        self.store.flush(idle_s=s.flush_idle_s, every_s=s.flush_every_s)
+        self.store.flush(idle_s=s.flush_idle_s)
         if self.unc_store is not None:
-            self.unc_store.flush(idle_s=s.flush_idle_s, every_s=s.flush_every_s)
+            self.unc_store.flush(idle_s=s.flush_idle_s)
 
     def _publish_status(self, **extra: Any) -> None:
         self._last_status = time.monotonic()
@@ -303,7 +304,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         insecure=args.insecure,
         log_file=Path(args.log_file) if args.log_file else None, ingest=args.ingest,
         panel=False if args.no_panel else None,
-        uncertainty=True if args.uncertainty else None,
+        uncertainty=True if args.uncertainty else None, output_format=args.format,
     )
 
 

@@ -1,4 +1,5 @@
-"""``tcan-live enhance``: whole files in, ``<name>_tcan.ome.tif`` out (same layout, float32)."""
+"""``tcan-live enhance``: whole files in, ``<name>_tcan.ome.tif`` (or ``.ome.zarr``) out (same
+layout, float32)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,19 @@ from typing import Any
 import numpy as np
 
 from tcan_live.errors import ConfigError, TcanError
-from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
+from tcan_live.export.formats import write_image
+from tcan_live.export.ometiff import OmeMeta
 from tcan_live.sources.readers import StackInfo, StackReader, open_stack
 
 log = logging.getLogger(__name__)
 IN_MEMORY_LIMIT = 2 * 2**30
 
 
-def output_name(path: Path, tag: str = "tcan") -> str:
+def output_name(path: Path, tag: str = "tcan", fmt: str = "ome-tiff") -> str:
+    from tcan_live.export.formats import output_suffix
     from tcan_live.sources.naming import strip_image_suffix
 
-    return f"{strip_image_suffix(path.name)}_{tag}.ome.tif"
+    return f"{strip_image_suffix(path.name)}_{tag}{output_suffix(fmt)}"
 
 
 def _allocate(shape: tuple[int, ...], folder: Path, stack: contextlib.ExitStack) -> np.ndarray:
@@ -63,6 +66,7 @@ def enhance_file(
     enhancer: Any, path: Path, out_dir: Path, *, pixel_size_um: float | None = None,
     keep_model_grid: bool = False, residual: bool = False, uncertainty: bool = False,
     progress: Callable[[int, int], None] | None = None, client: Any = None,
+    fmt: str = "ome-tiff",
 ) -> list[Path]:
     """Enhance every plane of one input; returns the files written (nothing on failure).
     ``uncertainty``: also ``<stem>_uncertainty.ome.tif`` (float32, the enhanced output's
@@ -108,13 +112,14 @@ def enhance_file(
                 progress(k + 1, info.n_planes)
         if out is None:
             raise TcanError(f"{path}: no planes to enhance")
-        written = [write_ome_tiff(out_dir / output_name(path), out, _meta(info, out_px, enhancer))]
+        written = [write_image(out_dir / output_name(path, fmt=fmt), out,
+                               _meta(info, out_px, enhancer))]
         if res is not None:
-            written.append(write_ome_tiff(out_dir / output_name(path, "residual"), res,
-                                          _meta(info, px, enhancer)))
+            written.append(write_image(out_dir / output_name(path, "residual", fmt), res,
+                                       _meta(info, px, enhancer)))
         if unc is not None:
-            written.append(write_ome_tiff(out_dir / output_name(path, "uncertainty"), unc,
-                                          _meta(info, out_px, enhancer)))
+            written.append(write_image(out_dir / output_name(path, "uncertainty", fmt), unc,
+                                       _meta(info, out_px, enhancer)))
         return written
 
 
@@ -176,7 +181,8 @@ def _enhance_all(args: argparse.Namespace, enhancer: Any, out_dir: Path, client:
                 written = enhance_file(enhancer, path, out_dir, pixel_size_um=args.pixel_size_um,
                                        keep_model_grid=args.keep_model_grid,
                                        residual=args.residual, uncertainty=args.uncertainty,
-                                       progress=update, client=client)
+                                       progress=update, client=client,
+                                       fmt=args.format or "ome-tiff")
                 for w in written:
                     prog.console.print(f"wrote {w}")
             except TcanError as err:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
-from tcan_live.sources.naming import strip_image_suffix
+from tcan_live.export.formats import strip_output_suffix, write_image
+from tcan_live.export.ometiff import OmeMeta
 from tcan_live.transport.subscriber import FrameSubscriber
 
 log = logging.getLogger(__name__)
@@ -67,38 +67,31 @@ def receive(endpoint: str, *, kind: str = "enhanced", max_frames: int | None = N
 
 
 def fill_from(rec: Recording, saved: Path) -> None:
-    """Take missing planes of each stream's recorded range from the daemon's saved output."""
-    import tifffile
-
-    from tcan_live.export.store import output_relpath, read_journal
+    """Take missing planes of each stream's recorded range from the daemon's saved output: its
+    plane stores, read only (current while the daemon runs; see export/store.py)."""
+    from tcan_live.export.omezarr import PlaneStore
+    from tcan_live.export.store import read_journal
+    from tcan_live.frame import FrameIndex
 
     journal = read_journal(saved)  # read only: the daemon may be running on that folder
     for stream, frames in rec.frames.items():
         entry = journal.get(stream)
-        path = entry["output"] if entry else saved / output_relpath(stream, None)
-        if not path.exists():
-            log.warning("no saved output for %s at %s", stream, path)
+        if not entry or not entry["planes"].is_dir():
+            log.warning("no saved output for %s in %s", stream, saved)
             continue
-        with tifffile.TiffFile(path) as tif:
-            axes = tif.series[0].axes
-            data = tif.series[0].asarray()
-        any_header = next(iter(frames.values()))[1]
+        any_array, any_header = next(iter(frames.values()))
+        store = PlaneStore.open_read_only(entry["planes"], any_array.shape)
         span = {a: range(max(k[j] for k in frames) + 1) for j, a in enumerate("tczp")}
         for t in span["t"]:
             for c in span["c"]:
                 for z in span["z"]:
                     key = (t, c, z, 0)
-                    if key in frames:
+                    index = FrameIndex(t, c, z, 0)
+                    if key in frames or index not in entry["done"]:
                         continue
-                    pos = {"T": t, "C": c, "Z": z}
-                    sel = tuple(pos.get(a, 0) for a in axes if a not in "YX")
-                    try:
-                        plane = np.asarray(data[sel], np.float32)
-                    except IndexError:
-                        continue
-                    h = {**any_header, "index": {"t": t, "c": c, "z": z, "p": 0},
-                         "seq": None, "filled_from": str(path)}
-                    frames[key] = (plane, h)
+                    h = {**any_header, "index": index.as_dict(), "seq": None,
+                         "filled_from": str(entry["output"])}
+                    frames[key] = (store.read(index), h)
                     rec.filled += 1
 
 
@@ -125,16 +118,16 @@ def write(rec: Recording, out: Path) -> list[Path]:
                            "gaps": rec.gaps, "filled": rec.filled, "frames": headers})
         meta = OmeMeta(axes="TCZ", pixel_size_um=first.get("pixel_size_um"),
                        channel_names=names, time_increment_s=dt, description=desc)
-        path = out if len(streams) == 1 else out.with_name(
-            f"{strip_image_suffix(out.name)}_{n}.ome.tif")
-        rec.written.append(write_ome_tiff(path, data, meta))
+        stem = strip_output_suffix(out.name)
+        path = out if len(streams) == 1 else out.with_name(f"{stem}_{n}{out.name[len(stem):]}")
+        rec.written.append(write_image(path, data, meta))
     return rec.written
 
 
 def record_from_cli(args: argparse.Namespace) -> int:
     import signal
 
-    from tcan_live.export.ometiff import check_output_path
+    from tcan_live.export.formats import check_output_path
 
     check_output_path(Path(args.output))
     stop = threading.Event()

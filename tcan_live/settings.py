@@ -54,8 +54,10 @@ class Settings(BaseModel):
     give_up_s: float = Field(60.0, gt=0)
     queue_size: int = Field(8, ge=1)
     status_interval_s: float = Field(2.0, gt=0)
-    flush_idle_s: float = Field(3.0, ge=0)
-    flush_every_s: float = Field(60.0, gt=0)
+    output_format: Literal["ome-tiff", "ome-zarr"] = Field(
+        "ome-tiff", description="of the saved stacks (export/formats.py)")
+    flush_idle_s: float = Field(3.0, ge=0, description="an OME-TIFF is written once its "
+                                "stream is quiet this long (and 2x its longest gap)")
     replay_topics: int = Field(128, ge=0, description="newest frames kept for late joiners")
     replay_mb: float = Field(256.0, ge=0, description="their memory bound (MiB)")
     log_file: Path | None = None

@@ -170,7 +170,7 @@ def test_thousand_streams_keep_memory_bounded(tiny_model: Path, tmp_path: Path) 
     replay_mb = 16
     d = Daemon(Settings(folder=acq, output=tmp_path / "out", model=str(tiny_model),
                         endpoint="tcp://127.0.0.1:*", replay_mb=replay_mb,
-                        flush_every_s=3600, flush_idle_s=3600))
+                        flush_idle_s=3600))
     d.start()
     try:
         assert wait_for(lambda: d.publisher is not None, 10)

@@ -370,7 +370,7 @@ def test_ingest_with_curve_accepts_only_known_clients(daemon: Any, tmp_path: Pat
 
 
 @pytest.mark.parametrize(("argv", "what"), [
-    (["export", "IN", "-o", "out.ome.zarr"], "out.ome.zarr"),
+    (["export", "IN", "-o", "out.zarr"], "out.zarr"),
     (["export", "IN", "-o", "out.png"], "out.png"),
     (["record", "-o", "run.zarr", "--frames", "1"], "run.zarr"),
 ])

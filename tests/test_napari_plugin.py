@@ -53,6 +53,29 @@ def test_reader_opens_an_output_with_scale_and_channels(tmp_path: Path) -> None:
     assert u[1]["colormap"] == "inferno" and u[1]["scale"] == pytest.approx((1.0, 0.05, 0.05))
 
 
+def test_reader_opens_a_growing_ome_zarr_output(tmp_path: Path) -> None:
+    """The daemon's OME-Zarr output, read (lazily) while the store is still open for writing."""
+    from tcan_live.export.store import OutputStore
+    from tcan_live.frame import Frame, FrameIndex
+
+    store = OutputStore(tmp_path / "out", fmt="ome-zarr")
+    rng = np.random.default_rng(1)
+    planes = {(t, c): rng.random((32, 40), dtype=np.float32) for t in range(2) for c in range(2)}
+    for (t, c), plane in planes.items():
+        store.add(Frame(plane, FrameIndex(t=t, c=c), stream="cells", channel_name=f"k{c}"),
+                  plane, 0.05)
+    out = tmp_path / "out" / "cells_tcan.ome.zarr"
+    reader = get_reader(str(out) + "/")
+    assert reader is not None
+    (layer,) = reader(str(out))
+    arr, meta, kind = layer
+    assert kind == "image" and meta["channel_axis"] == 1
+    assert meta["name"] == ["cells_tcan k0", "cells_tcan k1"]
+    assert meta["scale"] == pytest.approx((1.0, 1.0, 0.05, 0.05))
+    np.testing.assert_array_equal(arr[1, 0, 0], planes[(1, 0)])
+    store.close()
+
+
 @pytest.mark.viewer
 def test_dock_widget_connects_and_shows_live_layers(xvfb: str) -> None:
     import napari

@@ -11,19 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tcan_live.errors import ConfigError
 from tcan_live.sources.tiffmeta import SOFTWARE
 
 BIGTIFF_BYTES = 2**31
-OUTPUT_SUFFIXES = (".ome.tif", ".ome.tiff")
-
-
-def check_output_path(path: Path) -> Path:
-    """An output file name must say OME-TIFF: anything else is refused, never renamed."""
-    if not path.name.lower().endswith(OUTPUT_SUFFIXES):
-        raise ConfigError(f"{path}: unknown output suffix; expected a name ending in "
-                          f"{' or '.join(OUTPUT_SUFFIXES)} (the only output format)")
-    return path
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from tcan_live.export.timelapse import ExportOptions, export, is_tcan_output
 
 
 def export_from_cli(args: argparse.Namespace) -> int:
-    from tcan_live.export.ometiff import check_output_path
+    from tcan_live.export.formats import check_output_path
 
-    src, out = Path(args.input), check_output_path(Path(args.output))
+    src = Path(args.input)
+    out, _ = check_output_path(Path(args.output), args.format)
     opts = ExportOptions(drift_correct=args.drift_correct, reference=args.reference,
                          drift_channel=args.drift_channel, drift_on=args.drift_on,
                          smooth_window=args.smooth, pad=args.pad,

@@ -1,28 +1,42 @@
-"""OutputStore: enhanced frames saved crash-safely, one OME-TIFF per source stack.
+"""OutputStore: enhanced frames saved crash-safely and append-only, one output per source stack.
 
-Every enhanced plane is appended to ``<out>/.tcan-live/parts/<stream id>.f32`` and fsync'd; then
-one line is appended to ``<out>/.tcan-live/journal.jsonl`` (and fsync'd). The journal is the
-truth: on start-up its lines (a torn last line is ignored) say which (stream, t, c, z, p) are
-done, and each parts file is cut back to its last journaled plane. A frame is therefore either
-fully saved and never processed again, or not saved at all and processed again.
+Every enhanced plane is written as its own chunk of the stream's **plane store**, an OME-Zarr
+image (``export/omezarr.py``: one chunk per plane, so the bytes written per plane do not depend
+on how many the stream already has) and fsync'd; then one line is appended to
+``<out>/.tcan-live/journal.jsonl`` (and fsync'd). The journal is the truth: on start-up its
+lines (a torn last line is ignored) say which (stream, t, c, z, p) are done; planes found in a
+plane store but not in the journal (written just before a crash) are removed, and journaled
+planes missing from it are forgotten (so processed again). A frame is therefore either fully
+saved and never processed again, or not saved at all and processed again.
 
-The OME-TIFF of a stream (``<out>/<path relative to the watched folder>_tcan.ome.tif``) is
-rebuilt from the parts file, atomically (temporary name + rename), when the stream has been quiet
-for a moment, periodically while it grows, and at shutdown. Axes are those of the indices seen
-(T, C, Z with size > 1; positions as separate OME images); planes never processed (``latest``
-mode) are NaN.
+The plane store is always current (a viewer can open it during the acquisition). Where it lives
+depends on the output format:
+
+- ``ome-zarr``: it *is* the output, ``<name>_tcan.ome.zarr``;
+- ``ome-tiff`` (the default): it is ``<out>/.tcan-live/live/<name>_tcan.ome.zarr``, and the
+  OME-TIFF ``<name>_tcan.ome.tif`` is written from it, atomically, once the stream has been
+  quiet for ``max(idle_s, 2 x the longest gap between its frames so far)`` and at shutdown, so a
+  steady acquisition writes its OME-TIFF once, at the end, not after every frame.
+
+OME-TIFF axes are those of the indices seen (T, C, Z with size > 1; positions as separate OME
+images); OME-Zarr has all of T, C, Z (positions as one multiscale each). Planes never processed
+(``latest`` mode) are NaN.
 
 Output names (:func:`output_relpath`, the one rule): the source's path relative to the watched
-folder with its image suffix replaced by ``_tcan.ome.tif``; pushed streams (``ingest:<name>``)
-go to ``ingest/<name>_tcan.ome.tif``. Every component is made safe (no ``..``, no empty or
-control characters, at most :data:`MAX_NAME_BYTES` bytes: a longer name is cut and given a
-hash), so an output is never outside the output folder. Two streams whose names map to one file
-(``x.tif``, ``x.ome.tif``, ``x_t0000.tif``) get distinct files: the later one gets a hash of its
-stream in its name. The name chosen is recorded in the journal, so it survives restarts.
+folder with its image suffix replaced by ``_tcan`` and the format's suffix; pushed streams
+(``ingest:<name>``) go to ``ingest/<name>_tcan...``. Every component is made safe (no ``..``, no
+empty or control characters, at most :data:`MAX_NAME_BYTES` bytes: a longer name is cut and
+given a hash), so an output is never outside the output folder. Two streams whose names map to
+one file (``x.tif``, ``x.ome.tif``, ``x_t0000.tif``) get distinct files: the later one gets a
+hash of its stream in its name. The name chosen is recorded in the journal, so it survives
+restarts.
 
 One daemon per output folder: ``.tcan-live/lock`` is locked (``flock`` / ``msvcrt``) by the
 daemon's store and holds its PID; a second daemon on the same folder is refused. Other tools
-(``record --fill-from``) only read the journal (:func:`read_journal`).
+(``record --fill-from``) only read the journal and the plane stores (:func:`read_journal`).
+
+Journals of earlier versions, whose planes were appended to ``.tcan-live/parts/<id>.f32``, are
+taken over: their planes are copied into plane stores once, then the parts files are removed.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -43,7 +58,9 @@ from typing import IO, Any
 import numpy as np
 
 from tcan_live.errors import ConfigError
+from tcan_live.export.formats import TIFF_SUFFIXES, output_suffix
 from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
+from tcan_live.export.omezarr import ZARR_SUFFIX, PlaneStore, ZarrMeta
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.sources.folder import STATE_DIR
 from tcan_live.sources.naming import strip_image_suffix
@@ -114,17 +131,34 @@ def _record_meta(rec: dict[str, Any]) -> dict[str, Any]:
 
 def read_journal(out: Path) -> dict[str, dict[str, Any]]:
     """Read-only view of a daemon's output folder: stream -> its latest journal meta, with
-    ``output`` (the saved file, a path) and ``frames`` (count). Writes nothing."""
+    ``output`` (the saved file, a path), ``planes`` (its plane store, a path: current during
+    the acquisition), ``done`` (the saved indices) and ``frames`` (their count). Writes
+    nothing."""
     found: dict[str, dict[str, Any]] = {}
     records, _ = _journal_records(Path(out) / STATE_DIR / "journal.jsonl")
     for _, rec in records:
-        entry = found.setdefault(rec["stream"], {"frames": 0})
+        entry = found.setdefault(rec["stream"], {"done": set()})
         entry.update(_record_meta(rec))
-        entry["frames"] += "meta_update" not in rec
+        if "meta_update" not in rec:
+            entry["done"].add(FrameIndex(**rec["index"]))
     for stream, entry in found.items():
         rel = entry.get("output") or str(output_relpath(stream, None))
         entry["output"] = Path(out) / rel
+        entry["planes"] = Path(out) / (entry.get("planes") or _planes_relpath(rel))
+        entry["frames"] = len(entry["done"])
     return found
+
+
+def _planes_relpath(output_rel: str) -> str:
+    """Where the plane store of an OME-TIFF output lives (``.tcan-live/live/``, see the module
+    doc); an OME-Zarr output is its own plane store."""
+    if output_rel.endswith(ZARR_SUFFIX):
+        return output_rel
+    stem = output_rel
+    for ext in TIFF_SUFFIXES:
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+    return str(Path(STATE_DIR) / "live" / (stem + ZARR_SUFFIX))
 
 
 class _Lock:
@@ -171,11 +205,14 @@ class _Stream:
     stream: str
     shape: tuple[int, int]
     meta: dict[str, Any]
-    planes: dict[FrameIndex, int] = field(default_factory=dict)  # index -> plane number
+    planes: set[FrameIndex] = field(default_factory=set)  # saved (journaled) indices
     times: dict[FrameIndex, float] = field(default_factory=dict)  # index -> time stamp (s)
-    dirty: bool = False
-    last_add: float = 0.0
-    last_flush: float = 0.0
+    store: PlaneStore | None = None
+    dirty: bool = False  # the OME-TIFF (or the OME-Zarr's time scale) is behind
+    last_add: float = -math.inf  # when its last frame (or metadata) came
+    longest_gap: float = 0.0  # between two of its frames, this run (s)
+    time_increment: float | None = None
+    n_channels: int = 1  # 1 + the largest channel index saved
 
 
 def _fsync_append(path: Path, data: bytes) -> int:
@@ -203,11 +240,14 @@ def _printable(text: str) -> str:
 
 class OutputStore:
     def __init__(self, out: Path, root: Path | None = None, *, model_id: str = "",
-                 on_error: Any = None, suffix: str = OUTPUT_SUFFIX) -> None:
+                 on_error: Any = None, tag: str = "tcan", fmt: str = "ome-tiff",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.out, self.root, self.model_id = Path(out), root, model_id
-        self.suffix = suffix  # of the output files' names (`_tcan.ome.tif`)
+        self.clock = clock  # for the quiet-time rule (a benchmark runs hours of it in seconds)
+        self.fmt = fmt
+        self.suffix = f"_{tag}{output_suffix(fmt)}"  # of the output files' names
         self.state = self.out / STATE_DIR
-        (self.state / "parts").mkdir(parents=True, exist_ok=True)
+        self.state.mkdir(parents=True, exist_ok=True)
         self._lock = _Lock(self.state / "lock")
         self.journal = self.state / "journal.jsonl"
         self.streams: dict[str, _Stream] = {}
@@ -225,6 +265,7 @@ class OutputStore:
         records, torn = _journal_records(self.journal)
         if torn:
             log.warning("journal: ignoring a torn line (crash while writing it)")
+        old_planes: dict[str, dict[FrameIndex, int]] = {}  # journals of the parts-file era
         for _, rec in records:
             st = self.streams.get(rec["stream"])
             if "meta_update" in rec:
@@ -234,25 +275,59 @@ class OutputStore:
             if st is None:
                 st = self.streams[rec["stream"]] = _Stream(rec["stream"], tuple(rec["shape"]), {})
             st.meta.update(_record_meta(rec))
-            st.planes[FrameIndex(**rec["index"])] = rec["plane"]
+            index = FrameIndex(**rec["index"])
+            st.planes.add(index)
+            st.n_channels = max(st.n_channels, index.c + 1)
+            if "plane" in rec:
+                old_planes.setdefault(st.stream, {})[index] = int(rec["plane"])
             if isinstance(rec.get("time_s"), int | float):
-                st.times[FrameIndex(**rec["index"])] = float(rec["time_s"])
-        self.journal.write_bytes(b"".join(raw + b"\n" for raw, _ in records))
+                st.times[index] = float(rec["time_s"])
+        lost: set[tuple[str, FrameIndex]] = set()
         for st in self.streams.values():
             self._claim(st)
-            parts = self._parts(st.stream)
-            keep = (max(st.planes.values()) + 1) * st.shape[0] * st.shape[1] * 4
-            if parts.exists() and parts.stat().st_size > keep:
-                with parts.open("r+b") as fh:
-                    fh.truncate(keep)
+            store = self._store(st)
+            if st.stream in old_planes:
+                self._take_over_parts(st, store, old_planes[st.stream])
+            removed = store.keep_only(st.planes)
+            if removed:
+                log.info("%s: %d plane(s) written but never journaled removed", st.stream,
+                         removed)
+            missing = st.planes - store.written()
+            if missing:
+                log.warning("%s: %d saved plane(s) missing from %s; they are processed again",
+                            st.stream, len(missing), store.path)
+                st.planes -= missing
+                lost |= {(st.stream, i) for i in missing}
+            st.time_increment = _time_increment(st.times)
+            store.set_meta(self._zarr_meta(st))
             st.dirty = True
+        keep = [raw for raw, rec in records
+                if "meta_update" in rec or (rec["stream"], FrameIndex(**rec["index"])) not in lost]
+        self.journal.write_bytes(b"".join(raw + b"\n" for raw in keep))
         log.info("journal: %d frames in %d streams already saved",
                  sum(len(s.planes) for s in self.streams.values()), len(self.streams))
+
+    def _take_over_parts(self, st: _Stream, store: PlaneStore,
+                         planes: dict[FrameIndex, int]) -> None:
+        """A journal of an earlier version: its planes are in ``parts/<id>.f32`` (plane
+        number in each record); copy them into the plane store once, then drop the file."""
+        parts = self.state / "parts" / f"{stream_id(st.stream)}.f32"
+        if not parts.is_file():
+            return
+        n = parts.stat().st_size // (st.shape[0] * st.shape[1] * 4)
+        data = np.memmap(parts, np.float32, "r", shape=(n, *st.shape))
+        have = store.written()
+        for index, plane in planes.items():
+            if plane < n and index not in have:
+                store.write(index, np.asarray(data[plane]))
+        del data
+        parts.unlink()
+        log.info("%s: %d planes taken over from %s", st.stream, len(planes), parts)
 
     # -- per frame ---------------------------------------------------------------------------
     def update_meta(self, stream: str, meta: dict[str, Any]) -> None:
         """Metadata learnt after a stream's planes were saved (a value that was unknown):
-        journaled, and the stream's file is rewritten."""
+        journaled, and the stream's files updated."""
         st = self.streams.get(stream)
         if st is None:
             return
@@ -260,7 +335,8 @@ class OutputStore:
         if new:
             rec = {"stream": stream, "meta_update": new}
             _fsync_append(self.journal, (json.dumps(rec) + "\n").encode("utf-8"))
-            st.dirty, st.last_add = True, time.monotonic()
+            self._store(st).set_meta(self._zarr_meta(st))
+            st.dirty, st.last_add = True, self.clock()
 
     @staticmethod
     def _learn(st: _Stream, meta: dict[str, Any]) -> dict[str, Any]:
@@ -300,21 +376,44 @@ class OutputStore:
             st.meta["layout"] = [layout[0], list(layout[1])]
         if frame.channel_name:
             st.meta["channels"][str(frame.index.c)] = frame.channel_name
-        plane = len(st.planes)
-        _fsync_append(self._parts(frame.stream),
-                      np.ascontiguousarray(enhanced, np.float32).tobytes())
-        rec = {"stream": frame.stream, "index": frame.index.as_dict(), "plane": plane,
+        store = self._store(st)
+        store.write(frame.index, enhanced)
+        rec: dict[str, Any] = {"stream": frame.stream, "index": frame.index.as_dict(),
                "shape": list(st.shape), "meta": st.meta}
         if frame.time_s is not None and math.isfinite(frame.time_s):
             rec["time_s"] = frame.time_s  # each plane's own time stamp
             st.times[frame.index] = frame.time_s
+            if len(st.times) <= 16 or len(st.times).bit_count() == 1:  # O(1) per frame
+                st.time_increment = _time_increment(st.times)
         _fsync_append(self.journal, (json.dumps(rec) + "\n").encode("utf-8"))
-        st.planes[frame.index] = plane
-        st.dirty, st.last_add = True, time.monotonic()
+        st.planes.add(frame.index)
+        st.n_channels = max(st.n_channels, frame.index.c + 1)
+        store.set_meta(self._zarr_meta(st))  # rewritten only when what it says changed
+        now = self.clock()
+        if math.isfinite(st.last_add):
+            st.longest_gap = max(st.longest_gap, now - st.last_add)
+        st.dirty, st.last_add = True, now
 
-    # -- OME-TIFF files ----------------------------------------------------------------------
-    def _parts(self, stream: str) -> Path:
-        return self.state / "parts" / f"{stream_id(stream)}.f32"
+    # -- files -------------------------------------------------------------------------------
+    def _store(self, st: _Stream) -> PlaneStore:
+        if st.store is None:
+            rel = st.meta.get("planes") or _planes_relpath(st.meta["output"])
+            st.meta["planes"] = rel
+            st.store = PlaneStore(self.out / rel, st.shape)
+        return st.store
+
+    def _zarr_meta(self, st: _Stream) -> ZarrMeta:
+        chans = st.meta.get("channels", {})
+        names = [chans.get(str(c), f"C{c}") for c in range(st.n_channels)]
+        return ZarrMeta(pixel_size_um=st.meta.get("pixel_size_um"),
+                        z_step_um=st.meta.get("z_step_um"),
+                        time_increment_s=st.time_increment, channel_names=names,
+                        description=self._description(st),
+                        extra={"model": self.model_id, "stream": _printable(st.stream)})
+
+    def _description(self, st: _Stream) -> str:
+        return (f"Enhanced live by tcan-live (model {self.model_id}) from "
+                f"{_printable(st.meta.get('source', st.stream))}")
 
     def _claim(self, st: _Stream) -> None:
         """Give the stream its own output file (recorded in its meta, so in the journal)."""
@@ -336,14 +435,16 @@ class OutputStore:
             return self.out / st.meta["output"]
         return self.out / output_relpath(stream, self.root, suffix=self.suffix)
 
-    def flush(self, *, idle_s: float = 0.0, every_s: float = float("inf")) -> list[Path]:
-        """Rewrite the OME-TIFF of streams that changed and were quiet for ``idle_s`` (or were
-        last written more than ``every_s`` ago)."""
-        now = time.monotonic()
+    def flush(self, *, idle_s: float = 0.0) -> list[Path]:
+        """Bring the outputs of streams that changed up to date once they have been quiet for
+        ``max(idle_s, 2 x their longest gap)`` (``idle_s=0``: all of them now, as at
+        shutdown): the OME-TIFF written from the plane store, or the OME-Zarr's time scale."""
+        now = self.clock()
         written = []
         for st in self.streams.values():
-            if st.dirty and (now - st.last_add >= idle_s or now - st.last_flush >= every_s):
-                st.dirty, st.last_flush = False, now
+            wait = max(idle_s, 2 * st.longest_gap) if idle_s > 0 else 0.0
+            if st.dirty and now - st.last_add >= wait:
+                st.dirty = False
                 try:
                     written.append(self._write(st))
                 except Exception as err:  # one stream's file must not stop the others
@@ -353,27 +454,32 @@ class OutputStore:
         return written
 
     def _write(self, st: _Stream) -> Path:
+        store = self._store(st)
+        st.time_increment = _time_increment(st.times)
+        store.set_meta(self._zarr_meta(st))
+        path = self.output_path(st.stream)
+        if self.fmt == "ome-zarr" or path.name.endswith(ZARR_SUFFIX):
+            return path  # the plane store is the output
         idx = list(st.planes)
         size = {a: max(getattr(i, a) for i in idx) + 1 for a in "tczp"}
         axes = "".join(a.upper() for a in "ptcz" if size[a] > 1)
         shape = tuple(size[a.lower()] for a in axes)
-        parts = np.memmap(self._parts(st.stream), np.float32, "r",
-                          shape=(len(st.planes), *st.shape))
         data = np.full((*shape, *st.shape), np.nan, np.float32)
-        for i, plane in st.planes.items():
-            data[tuple(getattr(i, a.lower()) for a in axes)] = parts[plane]
-        del parts
-        chans = st.meta.get("channels", {})
-        names = [chans.get(str(c), f"C{c}") for c in range(size["c"])]
+        for p in range(size["p"]):
+            block = store.block(p, (size["t"], size["c"], size["z"]))  # T, C, Z, Y, X
+            squeezed = block.reshape(*(size[a] for a in "tcz" if a.upper() in axes), *st.shape)
+            if "P" in axes:
+                data[p] = squeezed
+            else:
+                data[...] = squeezed
+        zarr_meta = self._zarr_meta(st)
         plane_times = np.full(shape, np.nan)
         for i, when in st.times.items():
             plane_times[tuple(getattr(i, a.lower()) for a in axes)] = when
-        meta = OmeMeta(axes=axes, pixel_size_um=st.meta.get("pixel_size_um"),
-                       channel_names=names, time_increment_s=_time_increment(st.times),
-                       z_step_um=st.meta.get("z_step_um"), plane_times_s=plane_times,
-                       description=f"Enhanced live by tcan-live (model {self.model_id}) from "
-                                   f"{_printable(st.meta.get('source', st.stream))}")
-        path = self.output_path(st.stream)
+        meta = OmeMeta(axes=axes, pixel_size_um=zarr_meta.pixel_size_um,
+                       channel_names=zarr_meta.channel_names,
+                       time_increment_s=st.time_increment, z_step_um=zarr_meta.z_step_um,
+                       plane_times_s=plane_times, description=self._description(st))
         write_ome_tiff(path, data, meta)
         log.info("saved %d frames to %s", len(st.planes), path)
         return path

@@ -4,9 +4,10 @@ For every stage position: read all planes -> enhance every plane (skipped when t
 already tcan-live output) -> estimate the drift on one channel (raw by default; max projection
 over z) -> optionally smooth it -> apply the same correction to raw and enhanced, every channel
 and every z -> crop to the field of view common to all frames (or pad with NaN) -> write
-``OUT.ome.tif`` (TCZYX, pixel size, time increment, channel names), ``OUT_drift.csv``,
-``OUT_drift.png`` and, on request, a movie (raw | enhanced). Every file is written under a
-temporary name and renamed, so an interrupted export leaves no half-written output.
+``OUT.ome.tif`` or ``OUT.ome.zarr`` (TCZYX, pixel size, time increment, channel names),
+``OUT_drift.csv``, ``OUT_drift.png`` and, on request, a movie (raw | enhanced). Every file is
+written under a temporary name and renamed, so an interrupted export leaves no half-written
+output.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from tcan_live.export.drift import Reference, common_crop, estimate_drift, shift_image, smooth
-from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
-from tcan_live.sources.naming import strip_image_suffix
+from tcan_live.export.formats import strip_output_suffix, write_image
+from tcan_live.export.ometiff import OmeMeta
 from tcan_live.sources.readers import StackInfo, open_stack
 from tcan_live.sources.tiffmeta import is_enhanced_output
 
@@ -185,20 +186,21 @@ def export(input_path: Path, out: Path, opts: ExportOptions, enhancer: Any | Non
     for p in range(n_pos):
         res = process_position(data[p], enhance, opts, progress,
                                enhanced=None if pre is None else pre[p])
-        stem = strip_image_suffix(out.name)
+        stem = strip_output_suffix(out.name)
+        ext = out.name[len(stem):]  # the format's suffix, as given
         base = out.with_name(f"{stem}_p{p}" if n_pos > 1 else stem)
-        target = base.with_name(base.name + ".ome.tif")
+        target = base.with_name(base.name + ext)
         meta = OmeMeta(axes="TCZ", pixel_size_um=px, channel_names=info.channel_names,
                        time_increment_s=info.time_increment_s, z_step_um=info.z_step_um,
                        description=f"Enhanced by tcan-live; drift-corrected "
                                    f"({opts.reference}) from {input_path.name}")
-        written.append(write_ome_tiff(target, res.enhanced, meta))
+        written.append(write_image(target, res.enhanced, meta))
         if opts.save_raw and res.raw is not None:
             raw_meta = OmeMeta(axes="TCZ", pixel_size_um=px, channel_names=info.channel_names,
                                time_increment_s=info.time_increment_s, z_step_um=info.z_step_um,
                                description=f"Raw, drift-corrected, from {input_path.name}")
-            written.append(write_ome_tiff(base.with_name(base.name + "_raw.ome.tif"),
-                                          res.raw, raw_meta))
+            written.append(write_image(base.with_name(base.name + "_raw" + ext), res.raw,
+                                       raw_meta))
         csv_path = base.with_name(base.name + "_drift.csv")
         png_path = base.with_name(base.name + "_drift.png")
         write_drift(csv_path, png_path, res.drift, px, info.time_increment_s)

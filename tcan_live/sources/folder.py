@@ -8,7 +8,9 @@ thread owns all file reading and decides when frames are ready:
   for ``settle_s`` seconds or a close-after-write event (Linux), and to decode;
 * an ND2 being written is read best-effort (see :mod:`tcan_live.sources.nd2live`), completely
   once it opens normally;
-* an NDTiff dataset is re-read when its index grows.
+* an NDTiff dataset is re-read when its index grows;
+* a zarr dataset (a folder ``*.zarr``: OME-Zarr, pymmcore-plus's writers) hands on each plane
+  once all its chunks are on disk (:mod:`tcan_live.sources.zarrsrc`).
 The scanner runs every ``scan_interval_s`` (0.1 s) and at once when a file is closed after
 writing, so a closed frame does not wait for the next tick.
 A file that does not decode and stays unchanged for ``give_up_s`` is reported once and left
@@ -47,6 +49,7 @@ import numpy as np
 from tcan_live.errors import ReadError, TcanError, UnsupportedInputError
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.sources.naming import is_ignored, split_name
+from tcan_live.sources.zarrsrc import ZARR_DIR_SUFFIX, ZarrReader, dataset_root, metadata_file
 
 if TYPE_CHECKING:
     from tcan_live.sources.readers import ND2Reader
@@ -90,6 +93,8 @@ class Tracked:
 
 
 def kind_of(path: Path) -> str | None:
+    if any(d.name.lower().endswith(ZARR_DIR_SUFFIX) for d in (path, *path.parents)):
+        return "zarr"  # a file inside a zarr dataset (chunk or metadata)
     if path.name == "NDTiff.index":
         return "ndtiff"
     suffix = path.suffix.lower()
@@ -238,8 +243,14 @@ class FolderSource:
         path = Path(path)
         if is_ignored(path) or kind_of(path) is None:
             return
-        if kind_of(path) == "ndtiff":
+        kind = kind_of(path)
+        if kind == "ndtiff":
             path = path.parent  # the dataset folder is the unit
+        elif kind == "zarr":
+            root = dataset_root(path, below=self.root)
+            if root is None or (root == path and not os.path.isdir(path)):
+                return
+            path = root  # the dataset folder is the unit
         elif os.path.isdir(path):
             return  # a folder named like an image (x.tif) is a folder, not an image
         if self.excluded(path) is not None:
@@ -284,8 +295,10 @@ class FolderSource:
     def _scan(self, t: Tracked) -> None:
         gen = t.generation
         try:
-            st = (t.path / "NDTiff.index").stat() if t.path.is_dir() else t.path.stat()
+            st = self._stat_path(t.path).stat()
         except FileNotFoundError:
+            if t.path.is_dir():  # a zarr dataset whose metadata is not written yet
+                return
             self._forget(t.path)
             return
         except PermissionError as err:  # on Windows also: still locked by the writer
@@ -299,10 +312,14 @@ class FolderSource:
         if t.failed and not t.reported and now - t.last_change >= self.give_up_s:
             self._fail(t, t.failed, final=True)
             return
-        kind = "ndtiff" if os.path.isdir(t.path) else kind_of(t.path)
+        kind: str | None = kind_of(t.path)
+        if os.path.isdir(t.path):
+            kind = "zarr" if t.path.name.lower().endswith(ZARR_DIR_SUFFIX) else "ndtiff"
         try:
             if kind == "nd2":
                 self._scan_nd2(t, settled)
+            elif kind == "zarr":
+                self._scan_zarr(t, settled, quiet=now - t.last_change >= self.give_up_s)
             elif kind == "ndtiff":
                 self._scan_ndtiff(t, settled)
             else:
@@ -357,9 +374,18 @@ class FolderSource:
             self._dirty.discard(path)
             self._tracked.pop(path, None)
 
+    @staticmethod
+    def _stat_path(path: Path) -> Path:
+        """The file whose size and time say that a file or dataset changed."""
+        if not path.is_dir():
+            return path
+        if path.name.lower().endswith(ZARR_DIR_SUFFIX):
+            return metadata_file(path) or path / "zarr.json"
+        return path / "NDTiff.index"
+
     def _stat_key(self, path: Path) -> tuple[int, float] | None:
         try:
-            st = (path / "NDTiff.index").stat() if path.is_dir() else path.stat()
+            st = self._stat_path(path).stat()
         except OSError:
             return None
         return st.st_size, st.st_mtime
@@ -504,6 +530,20 @@ class FolderSource:
             self.on_error(t.path, f"{len(bad)} frame(s) read while the file was written differ "
                                   f"from the finished file (sequence frames {bad[:5]}...); "
                                   "please report this file")
+
+    def _scan_zarr(self, t: Tracked, settled: bool, quiet: bool) -> None:
+        """A zarr dataset: every plane whose chunks are on disk, once (sources/zarrsrc.py)."""
+        with ZarrReader(t.path) as reader:
+            seen: set[tuple[int, ...]] = t.live if isinstance(t.live, set) else set()
+            t.live = seen
+            for idx, frame in reader.written_planes(seen, multi_ok=settled and quiet):
+                self._hand_on(frame)
+                seen.add(idx)
+                t.emitted += 1
+            t.complete = settled and len(seen) >= reader.info.n_planes
+            if settled and not t.complete and not reader.one_plane_per_chunk() and not quiet:
+                self._log_once(t.path, f"{t.path}: chunks hold several planes; they are read "
+                                       f"once the dataset has been quiet for {self.give_up_s} s")
 
     def _scan_ndtiff(self, t: Tracked, settled: bool) -> None:
         from tcan_live.sources.readers import NDTiffReader

@@ -379,12 +379,18 @@ def is_ndtiff_dir(path: Path) -> bool:
 
 
 def open_stack(path: str | Path) -> StackReader:
-    """Open an ND2 file, a TIFF-family file or an NDTiff dataset folder."""
+    """Open an ND2 file, a TIFF-family file, an NDTiff dataset folder or a zarr dataset
+    (``*.zarr``, ``*.ome.zarr``: sources/zarrsrc.py)."""
     path = Path(path)
     if is_ndtiff_dir(path):
         return NDTiffReader(path)
+    if path.is_dir() and path.name.lower().endswith(".zarr"):
+        from tcan_live.sources.zarrsrc import ZarrReader
+
+        return ZarrReader(path)
     if path.is_dir():
-        raise UnsupportedInputError(path, "a folder that is not an NDTiff dataset")
+        raise UnsupportedInputError(path, "a folder that is neither an NDTiff dataset nor a "
+                                          "*.zarr dataset")
     if not path.exists():
         raise ReadError(path, "no such file")
     if path.stat().st_size == 0:

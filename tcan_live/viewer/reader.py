@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-OUTPUT_SUFFIXES = ("_tcan.ome.tif", "_uncertainty.ome.tif")
+OUTPUT_SUFFIXES = ("_tcan.ome.tif", "_uncertainty.ome.tif", "_tcan.ome.zarr",
+                   "_uncertainty.ome.zarr")
 
 
 def get_reader(path: str | list[str]) -> Any:
@@ -16,7 +17,7 @@ def get_reader(path: str | list[str]) -> Any:
 
 
 def _ours(path: str) -> bool:
-    return str(path).endswith(OUTPUT_SUFFIXES)
+    return str(path).rstrip("/\\").endswith(OUTPUT_SUFFIXES)
 
 
 def _read_all(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
@@ -29,6 +30,8 @@ def read_output(path: str | Path) -> list[tuple[Any, dict[str, Any], str]]:
     import tifffile
 
     path = Path(path)
+    if path.name.endswith(".ome.zarr"):
+        return _read_zarr(path)
     unc = path.name.endswith("_uncertainty.ome.tif")
     layers = []
     with tifffile.TiffFile(path) as tif:
@@ -53,4 +56,37 @@ def read_output(path: str | Path) -> list[tuple[Any, dict[str, Any], str]]:
             if unc:
                 meta.update(colormap="inferno", blending="additive", opacity=0.6)
             layers.append((data, meta, "image"))
+    return layers
+
+
+def _read_zarr(path: Path) -> list[tuple[Any, dict[str, Any], str]]:
+    """An OME-Zarr output (export/omezarr.py), lazily: one layer per position (multiscale),
+    axes T, C, Z, Y, X with the channels split into layers, the NGFF scales. Readable while
+    the daemon is still writing it (the shape is the one on disk when opened)."""
+    import zarr
+
+    group: Any = zarr.open_group(str(path), mode="r")
+    ome: dict[str, Any] = dict(group.attrs.get("ome", {}))
+    names = [c.get("label", f"C{i}") for i, c in
+             enumerate(ome.get("omero", {}).get("channels", []))]
+    unc = path.name.endswith("_uncertainty.ome.zarr")
+    multiscales = ome.get("multiscales", [])
+    layers = []
+    for ms in multiscales:
+        ds = ms["datasets"][0]
+        data = group[ds["path"]]
+        scale = next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
+        stem = path.name.removesuffix(".ome.zarr")
+        meta: dict[str, Any] = {"name": stem + (f" {ms.get('name')}" if len(multiscales) > 1
+                                                else "")}
+        n_c = data.shape[1]
+        if n_c > 1:
+            meta["channel_axis"] = 1
+            meta["name"] = [f"{meta['name']} {names[c] if c < len(names) else f'C{c}'}"
+                            for c in range(n_c)]
+            scale = [scale[0], *scale[2:]]
+        meta["scale"] = tuple(float(v) for v in scale)
+        if unc:
+            meta.update(colormap="inferno", blending="additive", opacity=0.6)
+        layers.append((data, meta, "image"))
     return layers
