@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tcan-live {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("enhance", help="enhance ND2/TIFF files into OME-TIFFs")
@@ -431,12 +433,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return COMMANDS[args.command](args)
-    except TcanError as err:
+    except TcanError as err:  # the user's input or configuration: a plain one-line message
+        if args.debug:
+            raise
         print(f"tcan-live: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tcan-live: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # anything else is a bug or the system's: one line, exit 1
+        if args.debug:
+            raise
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(f"tcan-live: error: {type(err).__name__}: {first} (run with --debug for the "
+              "traceback; please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

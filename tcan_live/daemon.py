@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tcan_live.errors import ConfigError, UnsupportedInputError
-from tcan_live.frame import Frame
+from tcan_live.frame import Frame, resolve_pixel_size
 from tcan_live.pipeline import AllQueue, FrameQueue, LatestQueue, Stats, Worker, stamp_seen
 from tcan_live.settings import Settings, load_settings
 from tcan_live.sr.uncertainty import DEFAULT_PASSES
@@ -184,7 +184,7 @@ class Daemon:
         if frame.data.dtype.kind == "f" and not np.isfinite(frame.data).any():
             raise UnsupportedInputError(frame.source, "no finite pixel value (all NaN or Inf): "
                                                       "nothing to enhance")
-        px = frame.pixel_size_um or s.pixel_size_um
+        px = resolve_pixel_size(s.pixel_size_um, frame.pixel_size_um, source=frame.source)
         t0 = time.perf_counter()
         # the trust check where the network ran, on the tensors already there (a few ms on a GPU)
         res = self.enhancer.enhance(frame.data, px, source=frame.source, trust=True)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tcan_live.errors import TcanError
+from tcan_live.frame import resolve_pixel_size
 
 log = logging.getLogger(__name__)
 PLUGIN_NAME = "tcan-live-enhancer"
@@ -74,7 +75,7 @@ def enhance_plane_task(path: str, plane: int, pixel_size_um: float | None,
     from tcan_live.sources.readers import open_stack
 
     with open_stack(path) as reader:
-        px = pixel_size_um or reader.info.pixel_size_um
+        px = resolve_pixel_size(pixel_size_um, reader.info.pixel_size_um, source=path)
         idx, frame = next(iter(reader.planes(plane)))
     res = _plugin().enhancer.enhance(frame.data, px, keep_model_grid=keep_model_grid,
                                      source=path)

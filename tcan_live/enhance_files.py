@@ -17,6 +17,7 @@ import numpy as np
 from tcan_live.errors import ConfigError, TcanError
 from tcan_live.export.formats import write_image
 from tcan_live.export.ometiff import OmeMeta
+from tcan_live.frame import resolve_pixel_size
 from tcan_live.sources.readers import StackInfo, StackReader, open_stack
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def enhance_file(
     reader = open_stack(path)
     with reader, contextlib.ExitStack() as stack:
         info = reader.info
-        px = pixel_size_um or info.pixel_size_um
+        px = resolve_pixel_size(pixel_size_um, info.pixel_size_um, source=str(path))
         results = (_cluster(client, reader, px, keep_model_grid, path, residual, progress)
                    if client is not None else _local(enhancer, reader, px, keep_model_grid, path))
         out: np.ndarray | None = None

@@ -41,3 +41,8 @@ class ProtocolError(TcanError, ValueError):
 
 class ConfigError(TcanError, ValueError):
     """Invalid configuration: names the source (file, environment, flag) and the value."""
+
+
+class ProcessingError(TcanError, ValueError):
+    """The input is readable but cannot be processed as asked (e.g. drift larger than the
+    field of view)."""

@@ -43,6 +43,26 @@ def plausible_pixel_size(value: object, source: str = "") -> float | None:
     return None
 
 
+PLACEHOLDER_PIXEL_SIZES_UM = (1.0,)  # what uncalibrated files state (ImageJ "pixel", tifffile)
+
+
+def resolve_pixel_size(given: float | None, from_file: float | None,
+                       model: float | None = None, source: str = "") -> float | None:
+    """The one pixel-size precedence (docs/architecture.md): the user's value (a flag or
+    setting) > the file's (already judged by :func:`plausible_pixel_size`) > the model's
+    (``None`` if ``model`` is not given: the caller then works on the model's grid). A file
+    value that looks like a placeholder is used but warned about once per source."""
+    if given is not None:
+        return given
+    if from_file is not None:
+        if from_file in PLACEHOLDER_PIXEL_SIZES_UM:
+            warn_once(f"px-placeholder:{source}", "%s: pixel size %g um looks like the default "
+                      "of an uncalibrated file; if it is not the real one, give "
+                      "--pixel-size-um", source, from_file)
+        return from_file
+    return model
+
+
 @dataclass(frozen=True, order=True)
 class FrameIndex:
     """Position of a plane in its acquisition: time, channel, z, stage position."""

@@ -4,6 +4,7 @@ outside its folder. Real sockets, real files, a real daemon (tiny random model).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -498,3 +499,53 @@ def test_bad_input_corpus_never_stops_the_daemon(daemon: Any, tmp_path: Path) ->
     assert saved == published
     assert not d.dead_threads() and d.failed is None
     assert rss_mb() - rss0 < 1500  # the 100000 px header was refused before any allocation
+
+
+# ---------------------------------------------------------------------------------------------
+# every error reaches the user as one line (issue 20)
+
+
+def test_every_error_is_one_line_and_a_nonzero_exit(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tcan_live import _cli
+
+    src = tmp_path / "in.ome.tif"
+    tifffile.imwrite(src, np.zeros((3, 2, 16, 16), np.uint16), ome=True,
+                     metadata={"axes": "TCYX"})
+    # a library error in the user's terms (no flag names, no traceback)
+    assert _cli.main(["export", str(src), "-o", str(tmp_path / "x.ome.tif"),
+                      "--drift-channel", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "drift channel 5 does not exist" in err
+    assert "Traceback" not in err and "--drift-channel" not in err
+
+    def boom(args: object) -> int:
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setitem(_cli.COMMANDS, "keys", boom)
+    assert _cli.main(["keys", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeError: disk on fire" in err and "--debug" in err
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        _cli.main(["--debug", "keys", str(tmp_path)])
+
+
+def test_one_pixel_size_precedence(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """flag > file > model, everywhere (frame.resolve_pixel_size); a placeholder value (1 um,
+    what uncalibrated files state) is used but warned about; training pairs honour the unit."""
+    from tcan_live.frame import resolve_pixel_size
+    from tcan_live.train.pairs import _plane
+
+    assert resolve_pixel_size(0.04, 0.1, 0.05) == 0.04
+    assert resolve_pixel_size(None, 0.1, 0.05) == 0.1
+    assert resolve_pixel_size(None, None, 0.05) == 0.05
+    assert resolve_pixel_size(None, None) is None
+    with caplog.at_level(logging.WARNING):
+        assert resolve_pixel_size(None, 1.0, source="uncal.tif") == 1.0
+    assert "uncal.tif" in caplog.text and "uncalibrated" in caplog.text
+    path = tmp_path / "pair.ome.tif"
+    tifffile.imwrite(path, np.zeros((16, 16), np.float32), ome=True,
+                     metadata={"PhysicalSizeX": 30.0, "PhysicalSizeXUnit": "nm",
+                               "PhysicalSizeY": 30.0, "PhysicalSizeYUnit": "nm"})
+    assert _plane(path)[1] == pytest.approx(0.03)  # 30 nm, not 30 um

@@ -21,6 +21,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from tcan_live.errors import ConfigError, ProcessingError
+
 Reference = Literal["first", "previous", "running-mean"]
 
 
@@ -105,7 +107,8 @@ def estimate_drift(frames: np.ndarray, reference: Reference = "first", *, window
             out[t] = phase_shift(ref, frames[t], upsample)
             registered.append(shift_image(frames[t], -out[t]))
     else:
-        raise ValueError(f"reference must be first, previous or running-mean, got {reference!r}")
+        raise ConfigError(f"drift reference must be first, previous or running-mean, got "
+                          f"{reference!r}")
     return out
 
 
@@ -132,5 +135,6 @@ def common_crop(traj: np.ndarray, shape: tuple[int, int]) -> tuple[slice, slice]
     left = int(np.ceil(max(corr[:, 1].max(), 0)))
     right = int(np.ceil(max(-corr[:, 1].min(), 0)))
     if top + bottom >= shape[0] or left + right >= shape[1]:
-        raise ValueError("the drift is larger than the field of view")
+        raise ProcessingError("the drift is larger than the field of view: no region is seen in "
+                              "every frame (export without drift correction, or pad with NaN)")
     return slice(top, shape[0] - bottom), slice(left, shape[1] - right)

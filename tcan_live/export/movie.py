@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from tcan_live.errors import ConfigError
+
 COLOURS = (np.array([1.0, 0.0, 1.0]), np.array([0.0, 1.0, 1.0]))  # magenta, cyan
 
 
@@ -97,4 +99,4 @@ def write_movie(path: Path, raw: np.ndarray | None, enhanced: np.ndarray, px: fl
             for f in even:
                 w.append_data(f)
     else:
-        raise ValueError(f"movie format must be mp4 or gif, got {fmt!r}")
+        raise ConfigError(f"movie format must be mp4 or gif, got {fmt!r}")

@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from tcan_live.errors import ConfigError
 from tcan_live.export.drift import Reference, common_crop, estimate_drift, shift_image, smooth
 from tcan_live.export.formats import strip_output_suffix, write_image
 from tcan_live.export.ometiff import OmeMeta
+from tcan_live.frame import resolve_pixel_size
 from tcan_live.sources.readers import StackInfo, open_stack
 from tcan_live.sources.tiffmeta import is_enhanced_output
 
@@ -97,7 +99,8 @@ def process_position(raw: np.ndarray, enhance: Callable[[np.ndarray], np.ndarray
     drift = np.zeros((t_n, 2))
     if opts.drift_correct and t_n > 1:
         if not 0 <= opts.drift_channel < c_n:
-            raise ValueError(f"--drift-channel {opts.drift_channel} out of range (0-{c_n - 1})")
+            raise ConfigError(f"drift channel {opts.drift_channel} does not exist: the input has "
+                              f"{c_n} channel(s), numbered from 0")
         source = enhanced if (opts.drift_on == "enhanced" or raw_out is None) else raw_out
         frames = source[:, opts.drift_channel].max(axis=1)
         drift = smooth(estimate_drift(frames, opts.reference), opts.smooth_window)
@@ -168,7 +171,7 @@ def export(input_path: Path, out: Path, opts: ExportOptions, enhancer: Any | Non
     """Export one input; returns the files written. ``enhancer`` None: input not enhanced.
     With a Dask ``client`` the planes are enhanced on the cluster."""
     info, data = read_all(input_path)
-    px = opts.pixel_size_um or info.pixel_size_um
+    px = resolve_pixel_size(opts.pixel_size_um, info.pixel_size_um, source=str(input_path))
     already = is_tcan_output(input_path)
     enhance = None
     pre = None

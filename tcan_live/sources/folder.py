@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tcan_live.errors import ReadError, TcanError, UnsupportedInputError
-from tcan_live.frame import Frame, FrameIndex
+from tcan_live.frame import Frame, FrameIndex, resolve_pixel_size
 from tcan_live.sources.naming import is_ignored, split_name
 from tcan_live.sources.zarrsrc import ZARR_DIR_SUFFIX, ZarrReader, dataset_root, metadata_file
 
@@ -413,8 +413,9 @@ class FolderSource:
 
     # -- per kind ------------------------------------------------------------------------------
     def _hand_on(self, frame: Frame) -> None:
-        if self.pixel_size_um is not None:  # the user's value wins over the file's
-            frame = replace(frame, pixel_size_um=self.pixel_size_um)
+        px = resolve_pixel_size(self.pixel_size_um, frame.pixel_size_um, source=frame.source)
+        if px != frame.pixel_size_um:
+            frame = replace(frame, pixel_size_um=px)
         if not self.is_done(frame.stream, frame.index):
             self.emit(frame)
             self.frames_emitted += 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tcan_live.errors import UnsupportedInputError
+from tcan_live.errors import ConfigError, UnsupportedInputError
 from tcan_live.sr.card import Card, resolve_model
 from tcan_live.sr.device import (
     GraphedForward,
@@ -64,7 +64,8 @@ def pick_device(spec: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UnsupportedInputError("--device", f"{spec} requested but CUDA is not available")
+        raise ConfigError(f"device {spec!r} requested but CUDA is not available on this machine "
+                          "(use cpu or auto)")
     return dev
 
 
@@ -129,7 +130,7 @@ class Enhancer:
         if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
             return None
         if precision not in ("bf16", "fp16", "auto"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+            raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
         dtype = torch.float16 if precision == "fp16" else torch.bfloat16
         if self.device.type == "cpu":
             check = (torch.ops.mkldnn._is_mkldnn_fp16_supported if dtype == torch.float16

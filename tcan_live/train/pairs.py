@@ -47,13 +47,14 @@ def _tiffs(folder: Path) -> list[Path]:
 
 
 def _pixel_size(tif: tifffile.TiffFile) -> float | None:
-    if tif.is_ome and tif.ome_metadata:
-        import re
+    """The file's pixel size in um, units honoured (the readers' one rule)."""
+    from tcan_live.sources.tiffmeta import describe
 
-        m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata)
-        if m:
-            return float(m.group(1))
-    return None
+    try:
+        info, _ = describe(Path(tif.filehandle.path), tif)
+    except Exception:  # an odd layout: the pixel size is then unknown, the pixels still read
+        return None
+    return info.pixel_size_um
 
 
 def _plane(path: Path) -> tuple[np.ndarray, float | None]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from tcan_live.errors import ModelError
 from tcan_live.sr.card import PRESETS, Architecture, Normalization, Tiling
 from tcan_live.sr.model import build_generator, load_generator, save_model
 from tcan_live.sr.network import Discriminator, Generator
@@ -137,7 +138,8 @@ class Trainer:
         if init is not None:
             card, g0 = load_generator(Path(init))
             if card.architecture != cfg.architecture:
-                raise ValueError(f"--init model {init} has another architecture than requested")
+                raise ModelError(init, "the initial model has another architecture than the "
+                                       "one requested (preset)")
             self.g.load_state_dict(g0.state_dict())
         self.ema = {k: v.detach().clone() for k, v in self.g.state_dict().items()}
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g)

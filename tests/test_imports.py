@@ -1,0 +1,87 @@
+"""Import rules of docs/architecture.md, read from the source (every import statement, also
+those inside functions): torch only where the network is, zmq only in the transport, and the
+layers that must stay light (frames, sources, export, transport, the viewer) never reach
+torch, however indirectly."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "tcan_live"
+TORCH_ALLOWED = ("sr", "train", "bench")  # packages that may import torch themselves
+LIGHT = ("frame", "errors", "settings", "sources", "export", "transport", "viewer.app",
+         "viewer.plugin", "viewer.reader", "record", "panel", "pipeline")
+# commands and composition roots that build the Enhancer themselves are not light; the Dask
+# path (`distributed`, imported inside the export's cluster function) runs the model on workers
+NOT_LIGHT = ("export.run",)
+BOUNDARY = ("distributed",)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).with_suffix("")
+        parts = [p for p in rel.parts if p != "__init__"]
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names imported anywhere in the file."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+MODULES = _modules()
+IMPORTS = {name: _imports(path) for name, path in MODULES.items()}
+
+
+def _own(name: str) -> set[str]:
+    """The tcan_live modules ``name`` imports (without the package prefix)."""
+    return {m.removeprefix("tcan_live.") for m in IMPORTS[name]
+            if m.startswith("tcan_live.") and m.removeprefix("tcan_live.") in MODULES}
+
+
+def _reach(name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += [n for n in _own(m) if n not in BOUNDARY]
+    return seen
+
+
+def _uses(name: str, lib: str) -> bool:
+    return any(m == lib or m.startswith(lib + ".") for m in IMPORTS[name])
+
+
+def test_torch_only_where_the_network_is() -> None:
+    bad = [m for m in MODULES if _uses(m, "torch") and m.split(".")[0] not in TORCH_ALLOWED]
+    assert not bad, f"torch imported outside {TORCH_ALLOWED}: {bad}"
+
+
+def test_zmq_only_in_the_transport() -> None:
+    bad = [m for m in MODULES if _uses(m, "zmq") and not m.startswith("transport")]
+    assert not bad, f"zmq imported outside transport/: {bad}"
+
+
+def test_light_layers_never_reach_torch() -> None:
+    for top in LIGHT:
+        for name in [m for m in MODULES if (m == top or m.startswith(top + "."))
+                     and m not in NOT_LIGHT]:
+            heavy = sorted(m for m in _reach(name) if _uses(m, "torch"))
+            assert not heavy, f"{name} reaches torch through {heavy}"
+
+
+def test_the_rules_see_the_package() -> None:
+    """The checks above can fail: they find torch in sr and zmq in transport."""
+    assert _uses("sr.network", "torch") and _uses("transport.publisher", "zmq")
+    assert "transport.wire" in _reach("viewer.app")
