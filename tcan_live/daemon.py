@@ -1,8 +1,9 @@
 """The daemon: the composition root that names the concrete parts and wires them together.
 
-    FolderSource (watchdog + scanner thread) --put--> queue --get--> Worker thread:
-        Enhancer (model resident on the device) -> trust check -> ZmqPublisher (raw, enhanced,
-        status) -> OutputStore (journal + OME-TIFF per stack)
+    FolderSource / IngestSource (threads of their own) --put--> queue --get--> Worker thread:
+        enhancement step (Enhancer, model resident on the device, with the trust check)
+        -> sinks, in order (tcan_live/sinks.py): PublisherSink (raw, enhanced, status),
+           StoreSink (journal + plane store + OME-TIFF per stack), UncertaintySink (optional)
 
 Only the worker thread touches the model, the socket and the output files; sources and
 callbacks only enqueue.
@@ -26,13 +27,19 @@ import numpy as np
 
 from tcan_live.errors import ConfigError, UnsupportedInputError
 from tcan_live.frame import Frame, resolve_pixel_size
-from tcan_live.pipeline import AllQueue, FrameQueue, LatestQueue, Stats, Worker, stamp_seen
+from tcan_live.pipeline import (
+    AllQueue,
+    FrameQueue,
+    LatestQueue,
+    Processed,
+    Stats,
+    Worker,
+    stamp_seen,
+)
 from tcan_live.settings import Settings, load_settings
-from tcan_live.sr.uncertainty import DEFAULT_PASSES
 
 log = logging.getLogger(__name__)
 UNCERTAINTY_DIR = "uncertainty"  # inside the output folder: the saved uncertainty maps
-WIRE_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 
 class Daemon:
@@ -46,12 +53,12 @@ class Daemon:
         self.queue: FrameQueue = (LatestQueue() if settings.mode == "latest"
                                   else AllQueue(settings.queue_size, self.stop_event))
         self._pending_errors: deque[tuple[str, str]] = deque(maxlen=1000)
-        # metadata learnt late (source threads), applied by the worker that owns the store
-        self._meta_updates: deque[tuple[str, dict[str, Any]]] = deque(maxlen=1000)
         self._seq = 0
         self._last_status = 0.0
         self.enhancer: Any = None
-        self.publisher: Any = None
+        self._publisher: Any = None  # sinks (tcan_live/sinks.py), made in start()
+        self._store_sink: Any = None
+        self._unc_sink: Any = None
         self.store: Any = None
         self.sources: list[Any] = []
         self.worker: Worker | None = None
@@ -59,12 +66,12 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.failed: str | None = None
         self.unc_store: Any = None
-        self.last_uncertainty: float | None = None  # the newest frame's uncertainty score
         check_remote(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         from tcan_live.export.store import OutputStore
+        from tcan_live.sinks import PublisherSink, StoreSink, UncertaintySink
         from tcan_live.sr.enhancer import Enhancer
 
         s = self.settings
@@ -72,16 +79,25 @@ class Daemon:
         self.store = OutputStore(s.output_folder(), s.folder.resolve() if s.folder else None,
                                  model_id=self.enhancer.model_id, on_error=self._file_error,
                                  fmt=s.output_format)
-        # uncertainty maps: a store of their own (same frame identities, own journal), in
-        # <output>/uncertainty/ (inside the output folder, so never watched)
-        self.unc_store = (OutputStore(s.output_folder() / UNCERTAINTY_DIR,
-                                      s.folder.resolve() if s.folder else None,
-                                      model_id=self.enhancer.model_id,
-                                      on_error=self._file_error,
-                                      tag="uncertainty", fmt=s.output_format)
-                          if s.uncertainty else None)
+        self._publisher = PublisherSink(s.endpoint, allow_remote=s.allow_remote,
+                                        curve_keys=s.curve_keys, replay_topics=s.replay_topics,
+                                        replay_bytes=int(s.replay_mb * 2**20),
+                                        final_status=self.status)
+        self._store_sink = StoreSink(self.store, s.flush_idle_s)
+        sinks: list[Any] = [self._publisher, self._store_sink]
+        if s.uncertainty:
+            # uncertainty maps: a store of their own (same frame identities, own journal), in
+            # <output>/uncertainty/ (inside the output folder, so never watched)
+            self.unc_store = OutputStore(s.output_folder() / UNCERTAINTY_DIR,
+                                         s.folder.resolve() if s.folder else None,
+                                         model_id=self.enhancer.model_id,
+                                         on_error=self._file_error, tag="uncertainty",
+                                         fmt=s.output_format)
+            self._unc_sink = UncertaintySink(self.enhancer, self._publisher, self.unc_store,
+                                             s.flush_idle_s)
+            sinks.append(self._unc_sink)
         try:
-            self._start_threads()
+            self._start_threads(sinks)
         except BaseException:
             self.stop()
             self.store.close()
@@ -92,11 +108,19 @@ class Daemon:
                  self.run_id, self.enhancer.model_id, self.enhancer.device, s.endpoint,
                  s.output_folder())
 
-    def _start_threads(self) -> None:
+    @property
+    def publisher(self) -> Any:
+        """The ZeroMQ publisher, once the worker thread has opened it."""
+        return self._publisher.publisher if self._publisher is not None else None
+
+    @property
+    def last_uncertainty(self) -> float | None:
+        return self._unc_sink.last_score if self._unc_sink is not None else None
+
+    def _start_threads(self, sinks: list[Any]) -> None:
         s = self.settings
-        self.worker = Worker(self.queue, self._process, stats=self.stats,
-                             on_error=self._frame_error, idle=self._idle, setup=self._setup,
-                             teardown=self._teardown, on_death=self.fatal)
+        self.worker = Worker(self.queue, self._process, sinks, stats=self.stats,
+                             on_error=self._frame_error, idle=self._idle, on_death=self.fatal)
         self.worker.start()
         if s.folder is not None:
             from tcan_live.sources.folder import FolderSource
@@ -106,7 +130,8 @@ class Daemon:
                                give_up_s=s.give_up_s, poll=s.poll, pixel_size_um=s.pixel_size_um,
                                exclude=(s.output_folder().resolve(),), on_death=self.fatal,
                                layout_of=self.store.layout_of,
-                               on_metadata=lambda st, m: self._meta_updates.append((st, m)))
+                               on_metadata=lambda st, m: self._store_sink.meta_updates.append(
+                                   (st, m)))
             self.sources.append(src)
             src.start()
         if s.ingest is not None:
@@ -156,30 +181,8 @@ class Daemon:
         self.queue.put(stamp_seen(frame))
 
     # -- worker thread -----------------------------------------------------------------------
-    def _setup(self) -> None:
-        from tcan_live.transport.publisher import ZmqPublisher
-
-        s = self.settings
-        if s.allow_remote and s.curve_keys is None:
-            log.warning("INSECURE: publishing on %s without CURVE keys (--insecure): anyone who "
-                        "can reach this port receives the frames", s.endpoint)
-        self.publisher = ZmqPublisher(s.endpoint, allow_remote=s.allow_remote,
-                                      curve_keys=s.curve_keys, replay_topics=s.replay_topics,
-                                      replay_bytes=int(s.replay_mb * 2**20))
-
-    def _teardown(self) -> None:
-        try:
-            self.store.flush()
-            if self.unc_store is not None:
-                self.unc_store.flush()
-            self._publish_status(state="stopped")
-        finally:
-            self.publisher.close()
-            self.store.close()
-            if self.unc_store is not None:
-                self.unc_store.close()
-
-    def _process(self, frame: Frame) -> tuple[Any, dict[str, Any]]:
+    def _process(self, frame: Frame) -> Processed:
+        """The enhancement step; the sinks (tcan_live/sinks.py) publish and save."""
         s = self.settings
         if frame.data.dtype.kind == "f" and not np.isfinite(frame.data).any():
             raise UnsupportedInputError(frame.source, "no finite pixel value (all NaN or Inf): "
@@ -200,60 +203,21 @@ class Daemon:
             "trust": {"score": round(trust.score, 4), "nrmse": round(trust.nrmse, 4)},
             "timings_ms": {k: round(v, 2) for k, v in res.timings_ms.items()},
         }
-        raw = np.asarray(frame.data)
-        if raw.dtype.name not in WIRE_DTYPES:
-            raw = raw.astype(np.float32)
-        self.publisher.publish("raw", frame.stream, {**header, "pixel_size_um": px}, raw)
-        self.publisher.publish("enhanced", frame.stream,
-                               {**header, "pixel_size_um": res.pixel_size_um}, res.image)
-        # saved after publishing: viewers do not wait for the fsync (12-18 ms for a 2048 px
-        # frame, a twentieth of a GPU frame); a crash in between re-processes the frame on
-        # restart (published twice, saved once; the journal decides, see export/store.py)
-        self.store.add(frame, res.image, res.pixel_size_um)
-        if self.unc_store is not None:
-            try:
-                self._uncertainty(frame, px, res, header)
-            except Exception as err:  # the frame itself is out and saved: not a frame error
-                log.warning("no uncertainty map for %s %s: %s: %s", frame.source,
-                            frame.index.as_dict(), type(err).__name__, err)
         self._seq += 1
-        return res, header
-
-    def _uncertainty(self, frame: Frame, px: float | None, res: Any,
-                     header: dict[str, Any]) -> None:
-        """After the frame is out: its uncertainty map (sr/uncertainty.py), published as an
-        ``uncertainty`` message (protocol version 2) with the frame score, and saved."""
-        from tcan_live.sr.uncertainty import frame_score
-
-        assert self.unc_store is not None
-        t0 = time.perf_counter()
-        unc = self.enhancer.uncertainty(frame.data, px, source=frame.source, seed=self._seq)
-        score = frame_score(unc, res.image)
-        self.last_uncertainty = round(score, 5)
-        self.publisher.publish("uncertainty", frame.stream, {
-            **header, "pixel_size_um": res.pixel_size_um,
-            "uncertainty": {"score": round(score, 5), "method": "noise-redraw+dihedral",
-                            "passes": DEFAULT_PASSES,
-                            "ms": round(1000 * (time.perf_counter() - t0), 2)}}, unc)
-        self.unc_store.add(frame, unc, res.pixel_size_um)
+        return Processed(frame, res, header, px)
 
     def _idle(self) -> None:
+        """Between frames, after the sinks' own housekeeping: errors and periodic status."""
         s = self.settings
-        self.publisher.service()
-        while self._meta_updates:
-            self.store.update_meta(*self._meta_updates.popleft())
         while self._pending_errors:
             path, reason = self._pending_errors.popleft()
             self._publish_status(state="error", file=path, reason=reason)
         if time.monotonic() - self._last_status >= s.status_interval_s:
             self._publish_status(state="running")
-        self.store.flush(idle_s=s.flush_idle_s)
-        if self.unc_store is not None:
-            self.unc_store.flush(idle_s=s.flush_idle_s)
 
     def _publish_status(self, **extra: Any) -> None:
         self._last_status = time.monotonic()
-        self.publisher.publish("status", "daemon", {**self.status(), **extra}, cache=False)
+        self._publisher.status({**self.status(), **extra})
 
     # -- errors (any thread) -----------------------------------------------------------------
     def _file_error(self, path: Path | str, reason: str) -> None:

@@ -7,12 +7,13 @@ replaces a waiting one (counted as skipped), so a slow enhancer always works on 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -109,28 +110,56 @@ class Stats:
         return float(p50), float(p95)
 
 
-class Sink(Protocol):
-    def frame_done(self, frame: Frame, result: Any, header: dict[str, Any]) -> None: ...
+class FrameSource(Protocol):
+    """Hands frames to the daemon (``emit``) from threads of its own."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def threads(self) -> list[threading.Thread]: ...
 
 
-ProcessFn = Callable[[Frame], tuple[Any, dict[str, Any]]]
+@dataclass(frozen=True)
+class Processed:
+    """A frame after the enhancement step: what every sink gets."""
+
+    frame: Frame
+    result: Any  # sr.enhancer.EnhanceResult (image, pixel size, trust, timings)
+    header: dict[str, Any]  # the wire header (docs/protocol.md)
+    pixel_size_um: float | None  # the input pixel size used
+
+
+class FrameSink(Protocol):
+    """Receives every processed frame, in order, in the worker thread (tcan_live/sinks.py)."""
+
+    def open(self) -> None: ...
+
+    def put(self, item: Processed) -> None: ...
+
+    def idle(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ProcessFn = Callable[[Frame], Processed]
 
 
 class Worker:
     """The one thread that runs the model and owns sockets and writers.
 
-    ``process`` turns a frame into (result, header); ``sinks`` get every processed frame;
-    ``idle`` runs between frames (publisher housekeeping, status, file flushing);
-    ``setup``/``teardown`` run in the worker thread (so resources are created by their owner).
+    ``process`` turns a frame into a :class:`Processed` (the enhancement step); each of
+    ``sinks`` gets it, in order (publisher, store, ...); between frames every sink's ``idle``
+    runs, then ``idle`` (status). Sinks are opened in the worker thread (resources are created
+    by their owner) and closed there, last opened first closed.
     """
 
-    def __init__(self, q: FrameQueue, process: ProcessFn, *, stats: Stats,
-                 on_error: Callable[[Frame, str], None], idle: Callable[[], None] = lambda: None,
-                 setup: Callable[[], None] = lambda: None,
-                 teardown: Callable[[], None] = lambda: None,
+    def __init__(self, q: FrameQueue, process: ProcessFn, sinks: Sequence[FrameSink] = (), *,
+                 stats: Stats, on_error: Callable[[Frame, str], None],
+                 idle: Callable[[], None] = lambda: None,
                  on_death: DeathFn = lambda reason: None) -> None:
-        self.q, self.process, self.stats = q, process, stats
-        self.on_error, self.idle, self.setup, self.teardown = on_error, idle, setup, teardown
+        self.q, self.process, self.sinks, self.stats = q, process, list(sinks), stats
+        self.on_error, self.idle = on_error, idle
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.setup_error: BaseException | None = None
@@ -149,10 +178,15 @@ class Worker:
         self.thread.join(timeout=120)
 
     def _run(self) -> None:
+        opened: list[FrameSink] = []
         try:
-            self.setup()
+            for sink in self.sinks:
+                sink.open()
+                opened.append(sink)
         except BaseException as err:  # reported to start()
             self.setup_error = err
+            with contextlib.suppress(Exception):
+                self._close(opened)
             self.ready.set()
             return
         self.ready.set()
@@ -163,20 +197,35 @@ class Worker:
                     self._one(frame)
                 self._idle()
         finally:
-            self.teardown()
+            self._close(opened)
+
+    @staticmethod
+    def _close(opened: list[FrameSink]) -> None:
+        errors = []
+        for sink in reversed(opened):
+            try:
+                sink.close()
+            except Exception as err:  # the others still close
+                log.exception("closing %s", type(sink).__name__)
+                errors.append(err)
+        if errors:
+            raise errors[0]
 
     def _idle(self) -> None:
-        try:
-            self.idle()
-        except Exception as err:  # housekeeping of one stream must not stop the others
-            log.exception("error between frames")
-            self.stats.errors += 1
-            self.stats.last_error = f"{type(err).__name__}: {err}"
+        for step in [*(s.idle for s in self.sinks), self.idle]:
+            try:
+                step()
+            except Exception as err:  # housekeeping of one stream must not stop the others
+                log.exception("error between frames")
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(err).__name__}: {err}"
 
     def _one(self, frame: Frame) -> None:
         t0 = time.perf_counter()
         try:
-            self.process(frame)
+            item = self.process(frame)
+            for sink in self.sinks:
+                sink.put(item)
         except TcanError as err:
             self._error(frame, str(err))
             return

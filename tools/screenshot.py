@@ -1,7 +1,7 @@
 """Screenshot of the live viewer on a simulated acquisition (for the README).
 
     xvfb-run -s "-screen 0 1600x1000x24" \
-        python -m tcan_live.viewer.screenshot docs/images/viewer.png
+        python tools/screenshot.py docs/images/viewer.png
 
 Runs the daemon with the default model on a simulated two-colour live time-lapse, opens the
 napari viewer on it, waits until frames are shown, and saves a screenshot of the window.

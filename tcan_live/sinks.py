@@ -1,0 +1,147 @@
+"""The daemon's frame sinks: where every enhanced frame goes, in order, in the worker thread.
+
+- :class:`PublisherSink`: raw and enhanced frames (and status) on the ZeroMQ publisher;
+- :class:`StoreSink`: the journalled output store (``export/store.py``), and the metadata
+  learnt late by the sources;
+- :class:`UncertaintySink`: the uncertainty map (``sr/uncertainty.py``), published and saved.
+
+Each sink is opened in the worker thread (sockets belong to the thread that made them), gets
+:meth:`put` for every processed frame, :meth:`idle` between frames, and :meth:`close` at the
+end (in reverse order: the publisher closes last, after the final status). A sink that raises in
+:meth:`put` makes that frame an error (reported by name); the uncertainty sink never does (the
+frame itself is out and saved by then).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tcan_live.pipeline import Processed
+from tcan_live.sr.uncertainty import DEFAULT_PASSES
+
+log = logging.getLogger(__name__)
+
+
+class PublisherSink:
+    def __init__(self, endpoint: str, *, allow_remote: bool, curve_keys: Any,
+                 replay_topics: int, replay_bytes: int,
+                 final_status: Callable[[], dict[str, Any]]) -> None:
+        self.endpoint, self.allow_remote, self.curve_keys = endpoint, allow_remote, curve_keys
+        self.replay_topics, self.replay_bytes = replay_topics, replay_bytes
+        self.final_status = final_status
+        self.publisher: Any = None
+
+    def open(self) -> None:
+        from tcan_live.transport.publisher import ZmqPublisher
+
+        if self.allow_remote and self.curve_keys is None:
+            log.warning("INSECURE: publishing on %s without CURVE keys (--insecure): anyone who "
+                        "can reach this port receives the frames", self.endpoint)
+        self.publisher = ZmqPublisher(self.endpoint, allow_remote=self.allow_remote,
+                                      curve_keys=self.curve_keys,
+                                      replay_topics=self.replay_topics,
+                                      replay_bytes=self.replay_bytes)
+
+    def put(self, item: Processed) -> None:
+        from tcan_live.transport.wire import DTYPES
+
+        frame, header = item.frame, item.header
+        raw = np.asarray(frame.data)
+        if raw.dtype.name not in DTYPES:  # the wire's own list of what it carries
+            raw = raw.astype(np.float32)
+        self.publisher.publish("raw", frame.stream, {**header, "pixel_size_um": item.pixel_size_um},
+                               raw)
+        self.publisher.publish("enhanced", frame.stream,
+                               {**header, "pixel_size_um": item.result.pixel_size_um},
+                               item.result.image)
+
+    def status(self, payload: dict[str, Any]) -> None:
+        self.publisher.publish("status", "daemon", payload, cache=False)
+
+    def idle(self) -> None:
+        self.publisher.service()
+
+    def close(self) -> None:
+        try:
+            self.status({**self.final_status(), "state": "stopped"})
+        finally:
+            self.publisher.close()
+
+
+class StoreSink:
+    """Saved after publishing: viewers do not wait for the fsync; a crash in between
+    re-processes the frame on restart (published twice, saved once: the journal decides)."""
+
+    def __init__(self, store: Any, flush_idle_s: float) -> None:
+        self.store, self.flush_idle_s = store, flush_idle_s
+        # metadata learnt late (source threads), applied here by the store's owner
+        self.meta_updates: deque[tuple[str, dict[str, Any]]] = deque(maxlen=1000)
+
+    def open(self) -> None:
+        pass
+
+    def put(self, item: Processed) -> None:
+        self.store.add(item.frame, item.result.image, item.result.pixel_size_um)
+
+    def idle(self) -> None:
+        while self.meta_updates:
+            self.store.update_meta(*self.meta_updates.popleft())
+        self.store.flush(idle_s=self.flush_idle_s)
+
+    def close(self) -> None:
+        try:
+            self.store.flush()
+        finally:
+            self.store.close()
+
+
+class UncertaintySink:
+    """After the frame is out: its uncertainty map, published as an ``uncertainty`` message
+    (protocol version 2) with the frame score, and saved in its own store."""
+
+    def __init__(self, enhancer: Any, publisher: PublisherSink, store: Any,
+                 flush_idle_s: float) -> None:
+        self.enhancer, self.publisher, self.store = enhancer, publisher, store
+        self.flush_idle_s = flush_idle_s
+        self.last_score: float | None = None  # the newest frame's uncertainty score
+
+    def open(self) -> None:
+        pass
+
+    def put(self, item: Processed) -> None:
+        try:
+            self._put(item)
+        except Exception as err:  # the frame itself is out and saved: not a frame error
+            log.warning("no uncertainty map for %s %s: %s: %s", item.frame.source,
+                        item.frame.index.as_dict(), type(err).__name__, err)
+
+    def _put(self, item: Processed) -> None:
+        from tcan_live.sr.uncertainty import frame_score
+
+        frame, res = item.frame, item.result
+        t0 = time.perf_counter()
+        unc = self.enhancer.uncertainty(frame.data, item.pixel_size_um, source=frame.source,
+                                        seed=item.header["seq"])
+        score = frame_score(unc, res.image)
+        self.last_score = round(score, 5)
+        self.publisher.publisher.publish("uncertainty", frame.stream, {
+            **item.header, "pixel_size_um": res.pixel_size_um,
+            "uncertainty": {"score": round(score, 5), "method": "noise-redraw+dihedral",
+                            "passes": DEFAULT_PASSES,
+                            "ms": round(1000 * (time.perf_counter() - t0), 2)}}, unc)
+        self.store.add(frame, unc, res.pixel_size_um)
+
+    def idle(self) -> None:
+        self.store.flush(idle_s=self.flush_idle_s)
+
+    def close(self) -> None:
+        try:
+            self.store.flush()
+        finally:
+            self.store.close()
