@@ -158,3 +158,28 @@ def test_bad_inputs_give_named_reasons(tmp_path: Path) -> None:
     tifffile.imwrite(complex_tif, np.zeros((4, 4), np.complex64))
     with pytest.raises(UnsupportedInputError, match="pixel type complex64"):
         open_stack(complex_tif)
+
+
+def test_the_content_decides_between_nd2_and_tiff(tmp_path: Path) -> None:
+    """sources/formats.py: a file's first bytes win over its name (an ND2 saved as .tif, a TIFF
+    named .nd2); unknown content with an unknown suffix is refused by name."""
+    import shutil
+
+    from tcan_live.errors import UnsupportedInputError
+    from tcan_live.sources.formats import input_kind
+    from tcan_live.sources.readers import ND2Reader, TiffReader, open_stack
+
+    nd2_as_tif = tmp_path / "actually_nd2.tif"
+    shutil.copy(TEST_DATA / "nd2" / "example-timelapse.nd2", nd2_as_tif)
+    tif_as_nd2 = tmp_path / "actually_tiff.nd2"
+    tifffile.imwrite(tif_as_nd2, np.zeros((2, 8, 8), np.uint16))
+    assert input_kind(nd2_as_tif) == "nd2" and input_kind(tif_as_nd2) == "tiff"
+    with open_stack(nd2_as_tif) as r:
+        assert isinstance(r, ND2Reader) and r.info.n_planes == 53
+    with open_stack(tif_as_nd2) as r:
+        assert isinstance(r, TiffReader) and r.info.n_planes == 2
+    odd = tmp_path / "notes.xyz"
+    odd.write_text("hello")
+    with pytest.raises(UnsupportedInputError, match="notes.xyz"):
+        open_stack(odd)
+    assert input_kind(tmp_path / "empty_yet.nd2") == "nd2"  # no bytes yet: the name decides

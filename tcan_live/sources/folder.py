@@ -48,8 +48,9 @@ import numpy as np
 
 from tcan_live.errors import ReadError, TcanError, UnsupportedInputError
 from tcan_live.frame import Frame, FrameIndex, resolve_pixel_size
+from tcan_live.sources.formats import ZARR_DIR_SUFFIX, input_kind, kind_by_name
 from tcan_live.sources.naming import is_ignored, split_name
-from tcan_live.sources.zarrsrc import ZARR_DIR_SUFFIX, ZarrReader, dataset_root, metadata_file
+from tcan_live.sources.zarrsrc import ZarrReader, dataset_root, metadata_file
 
 if TYPE_CHECKING:
     from tcan_live.sources.readers import ND2Reader
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 STATE_DIR = ".tcan-live"  # the daemon's state folder inside its output folder (export/store.py)
 FINISHED_MAX = 20_000  # finished files remembered
 DIR_CACHE_MAX = 4096  # folder verdicts cached
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
 EmitFn = Callable[[Frame], None]
 ErrorFn = Callable[[Path, str], None]
 DoneFn = Callable[[str, FrameIndex], bool]
@@ -93,16 +93,8 @@ class Tracked:
 
 
 def kind_of(path: Path) -> str | None:
-    if any(d.name.lower().endswith(ZARR_DIR_SUFFIX) for d in (path, *path.parents)):
-        return "zarr"  # a file inside a zarr dataset (chunk or metadata)
-    if path.name == "NDTiff.index":
-        return "ndtiff"
-    suffix = path.suffix.lower()
-    if suffix == ".nd2":
-        return "nd2"
-    if suffix in TIFF_SUFFIXES:
-        return "ndtiff" if (path.parent / "NDTiff.index").exists() else "tiff"
-    return None
+    """What a path is (sources/formats.py): by name on every event, by content when scanned."""
+    return kind_by_name(path)
 
 
 class FolderSource:
@@ -312,9 +304,7 @@ class FolderSource:
         if t.failed and not t.reported and now - t.last_change >= self.give_up_s:
             self._fail(t, t.failed, final=True)
             return
-        kind: str | None = kind_of(t.path)
-        if os.path.isdir(t.path):
-            kind = "zarr" if t.path.name.lower().endswith(ZARR_DIR_SUFFIX) else "ndtiff"
+        kind = input_kind(t.path)
         try:
             if kind == "nd2":
                 self._scan_nd2(t, settled)

@@ -381,29 +381,30 @@ def is_ndtiff_dir(path: Path) -> bool:
 def open_stack(path: str | Path) -> StackReader:
     """Open an ND2 file, a TIFF-family file, an NDTiff dataset folder or a zarr dataset
     (``*.zarr``, ``*.ome.zarr``: sources/zarrsrc.py)."""
+    from tcan_live.sources.formats import input_kind
+
     path = Path(path)
-    if is_ndtiff_dir(path):
-        return NDTiffReader(path)
-    if path.is_dir() and path.name.lower().endswith(".zarr"):
+    if not path.exists():
+        raise ReadError(path, "no such file")
+    kind = input_kind(path)
+    if kind == "zarr" and path.is_dir():
         from tcan_live.sources.zarrsrc import ZarrReader
 
         return ZarrReader(path)
+    if kind == "ndtiff":
+        return NDTiffReader(path if path.is_dir() else path.parent)
     if path.is_dir():
         raise UnsupportedInputError(path, "a folder that is neither an NDTiff dataset nor a "
                                           "*.zarr dataset")
-    if not path.exists():
-        raise ReadError(path, "no such file")
     if path.stat().st_size == 0:
         raise ReadError(path, "file is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix == ".nd2":
+    if kind == "nd2":
         return ND2Reader(path)
-    if suffix in (".tif", ".tiff", ".btf", ".tf8"):
-        if path.parent.joinpath("NDTiff.index").is_file():
-            return NDTiffReader(path.parent)
+    if kind == "tiff":
         return TiffReader(path)
-    raise UnsupportedInputError(path, f"unsupported file type {suffix or '(none)'!r}; "
-                                      "expected .nd2, .tif/.tiff or an NDTiff folder")
+    raise UnsupportedInputError(path, f"unsupported file type {path.suffix or '(none)'!r}; "
+                                      "expected .nd2, .tif/.tiff, an NDTiff folder or a *.zarr "
+                                      "dataset")
 
 
 def read_frames(path: str | Path, start: int = 0) -> Iterator[Frame]:

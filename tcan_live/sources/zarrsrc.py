@@ -37,9 +37,9 @@ import numpy as np
 
 from tcan_live.errors import ReadError, UnsupportedInputError
 from tcan_live.frame import Frame
+from tcan_live.sources.formats import ZARR_DIR_SUFFIX
 from tcan_live.sources.readers import SUPPORTED_DTYPES, StackInfo, check_plane_size, make_frame
 
-ZARR_DIR_SUFFIX = ".zarr"
 METADATA_FILES = ("zarr.json", ".zgroup", ".zarray")
 _AXIS = {"t": "T", "time": "T", "c": "C", "channel": "C", "ch": "C", "z": "Z", "p": "P",
          "position": "P", "pos": "P"}

@@ -24,13 +24,13 @@ import numpy as np
 import tifffile
 
 from tcan_live.errors import ReadError
+from tcan_live.sources.formats import TIFF_SUFFIXES
 from tcan_live.train.simulate import PairImage
 
 if TYPE_CHECKING:
     from tcan_live.train.domain import BroadPair
 
 log = logging.getLogger(__name__)
-TIFF_SUFFIXES = (".tif", ".tiff")
 SPLIT_NAMES = (("lr", "hr"), ("confocal", "sted"))
 
 
