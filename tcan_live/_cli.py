@@ -10,9 +10,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tcan_live import __version__
 from tcan_live.errors import ConfigError, TcanError
+
+if TYPE_CHECKING:
+    from tcan_live.settings import Settings
 
 log = logging.getLogger("tcan_live")
 Command = Callable[[argparse.Namespace], int]
@@ -148,16 +152,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 @command("enhance")
 def cmd_enhance(args: argparse.Namespace) -> int:
-    from tcan_live.enhance_files import enhance_from_cli
+    from tcan_live.commands import EnhanceOptions, parse_options
+    from tcan_live.enhance_files import enhance_all
 
-    return enhance_from_cli(args)
+    return enhance_all(parse_options(EnhanceOptions, vars(args)))
 
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    from tcan_live.export.run import export_from_cli
+    from tcan_live.commands import ExportCommand, parse_options
+    from tcan_live.export.run import run_export
 
-    return export_from_cli(args)
+    return run_export(parse_options(ExportCommand, vars(args)))
 
 
 @command("view")
@@ -169,16 +175,17 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 @command("record")
 def cmd_record(args: argparse.Namespace) -> int:
-    from tcan_live.record import record_from_cli
+    from tcan_live.commands import RecordOptions, parse_options
+    from tcan_live.record import run_record
 
-    return record_from_cli(args)
+    return run_record(parse_options(RecordOptions, vars(args)))
 
 
 @command("watch")
 def cmd_watch(args: argparse.Namespace) -> int:
-    from tcan_live.daemon import watch_from_cli
+    from tcan_live.daemon import run_watch
 
-    return watch_from_cli(args)
+    return run_watch(settings_from_args(args))
 
 
 @command("keys")
@@ -203,6 +210,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tcan_live.demo import run_demo
 
     return run_demo(args)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The daemon's settings from ``watch``'s options (defaults < file < environment < flags)."""
+    from tcan_live.settings import load_settings
+
+    return load_settings(
+        Path(args.config) if args.config else None,
+        folder=Path(args.folder) if args.folder else None,
+        output=Path(args.output) if args.output else None, model=args.model,
+        device=None if args.device == "auto" else args.device, tile=args.tile,
+        precision=None if args.precision == "auto" else args.precision,
+        pixel_size_um=args.pixel_size_um, endpoint=args.endpoint, mode=args.mode,
+        poll=args.poll, settle_s=args.settle, allow_remote=args.allow_remote,
+        curve_keys=Path(args.curve_keys) if args.curve_keys else None,
+        insecure=args.insecure,
+        log_file=Path(args.log_file) if args.log_file else None, ingest=args.ingest,
+        panel=False if args.no_panel else None,
+        uncertainty=True if args.uncertainty else None, output_format=args.format,
+    )
+
 
 
 # -----------------------------------------------------------------------------------------

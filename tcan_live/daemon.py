@@ -11,7 +11,6 @@ callbacks only enqueue.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import logging.handlers
 import signal
@@ -36,7 +35,7 @@ from tcan_live.pipeline import (
     Worker,
     stamp_seen,
 )
-from tcan_live.settings import Settings, load_settings
+from tcan_live.settings import Settings
 
 log = logging.getLogger(__name__)
 UNCERTAINTY_DIR = "uncertainty"  # inside the output folder: the saved uncertainty maps
@@ -255,23 +254,6 @@ class Daemon:
 # CLI
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    return load_settings(
-        Path(args.config) if args.config else None,
-        folder=Path(args.folder) if args.folder else None,
-        output=Path(args.output) if args.output else None, model=args.model,
-        device=None if args.device == "auto" else args.device, tile=args.tile,
-        precision=None if args.precision == "auto" else args.precision,
-        pixel_size_um=args.pixel_size_um, endpoint=args.endpoint, mode=args.mode,
-        poll=args.poll, settle_s=args.settle, allow_remote=args.allow_remote,
-        curve_keys=Path(args.curve_keys) if args.curve_keys else None,
-        insecure=args.insecure,
-        log_file=Path(args.log_file) if args.log_file else None, ingest=args.ingest,
-        panel=False if args.no_panel else None,
-        uncertainty=True if args.uncertainty else None, output_format=args.format,
-    )
-
-
 def _log_to_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 2**20, backupCount=5,
@@ -283,8 +265,8 @@ def _log_to_file(path: Path) -> None:
         root.setLevel(logging.INFO)
 
 
-def watch_from_cli(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+def run_watch(settings: Settings) -> int:
+    """``tcan-live watch``: run the daemon until SIGINT/SIGTERM or a dead thread."""
     if settings.log_file is not None:
         _log_to_file(settings.log_file)
     if not sys.stderr.isatty() or not settings.panel:

@@ -3,7 +3,6 @@ layout, float32)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tcan_live.commands import EnhanceOptions
 from tcan_live.errors import ConfigError, TcanError
 from tcan_live.export.formats import write_image
 from tcan_live.export.ometiff import OmeMeta
@@ -141,49 +141,50 @@ class ModelInfo:
         self.model_id = self.card.id
 
 
-def enhance_from_cli(args: argparse.Namespace) -> int:
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def enhance_all(opts: EnhanceOptions) -> int:
+    """``tcan-live enhance``: every input, one after the other; a bad input is reported by name
+    and the others are still processed. 0 when all were written, 1 otherwise."""
+    opts.output.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         client = None
-        if args.scheduler or args.workers:
+        if opts.scheduler or opts.workers:
             from tcan_live.distributed import connect
 
-            if args.uncertainty:
-                raise ConfigError("--uncertainty runs in this process: it cannot be combined "
-                                  "with --scheduler/--workers")
-            enhancer: Any = ModelInfo(args.model)
-            client = stack.enter_context(connect(args.scheduler, args.workers, model=args.model,
-                                                 device=args.device, tile=args.tile,
-                                                 precision=args.precision))
+            if opts.uncertainty:
+                raise ConfigError("the uncertainty map is computed in this process: it cannot "
+                                  "be combined with a Dask cluster (scheduler/workers)")
+            enhancer: Any = ModelInfo(opts.model)
+            client = stack.enter_context(connect(opts.scheduler, opts.workers, model=opts.model,
+                                                 device=opts.device, tile=opts.tile,
+                                                 precision=opts.precision))
         else:
             from tcan_live.sr.enhancer import Enhancer
 
-            enhancer = Enhancer(args.model, device=args.device, tile=args.tile,
-                                precision=args.precision)
-        return _enhance_all(args, enhancer, out_dir, client)
+            enhancer = Enhancer(opts.model, device=opts.device, tile=opts.tile,
+                                precision=opts.precision)
+        return _enhance_all(opts, enhancer, client)
 
 
-def _enhance_all(args: argparse.Namespace, enhancer: Any, out_dir: Path, client: Any) -> int:
+def _enhance_all(opts: EnhanceOptions, enhancer: Any, client: Any) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     failures = 0
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
                   console=_stderr_console(), transient=True) as prog:
-        for name in args.inputs:
-            path = Path(name)
+        for path in opts.inputs:
             task = prog.add_task(path.name, total=None)
 
             def update(done: int, total: int, task: Any = task) -> None:
                 prog.update(task, completed=done, total=total)
 
             try:
-                written = enhance_file(enhancer, path, out_dir, pixel_size_um=args.pixel_size_um,
-                                       keep_model_grid=args.keep_model_grid,
-                                       residual=args.residual, uncertainty=args.uncertainty,
+                written = enhance_file(enhancer, path, opts.output,
+                                       pixel_size_um=opts.pixel_size_um,
+                                       keep_model_grid=opts.keep_model_grid,
+                                       residual=opts.residual, uncertainty=opts.uncertainty,
                                        progress=update, client=client,
-                                       fmt=args.format or "ome-tiff")
+                                       fmt=opts.format or "ome-tiff")
                 for w in written:
                     prog.console.print(f"wrote {w}")
             except TcanError as err:

@@ -10,7 +10,6 @@ recorded range are taken from the daemon's journalled OME-TIFF of that stream.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tcan_live.commands import RecordOptions
 from tcan_live.export.formats import strip_output_suffix, write_image
 from tcan_live.export.ometiff import OmeMeta
 from tcan_live.transport.subscriber import FrameSubscriber
@@ -124,26 +124,27 @@ def write(rec: Recording, out: Path) -> list[Path]:
     return rec.written
 
 
-def record_from_cli(args: argparse.Namespace) -> int:
+def run_record(opts: RecordOptions) -> int:
+    """``tcan-live record``: receive until stopped, fill gaps, write."""
     import signal
 
     from tcan_live.export.formats import check_output_path
 
-    check_output_path(Path(args.output))
+    check_output_path(opts.output)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"recording {args.kind} frames from {args.address} (Ctrl+C to stop)", file=sys.stderr)
-    rec = receive(args.address, kind=args.kind, max_frames=args.frames,
-                  duration_s=args.duration, idle_s=args.idle, stop=stop,
-                  curve_keys=Path(args.curve_keys) if args.curve_keys else None)
+    print(f"recording {opts.kind} frames from {opts.address} (Ctrl+C to stop)", file=sys.stderr)
+    rec = receive(opts.address, kind=opts.kind, max_frames=opts.frames,
+                  duration_s=opts.duration, idle_s=opts.idle, stop=stop,
+                  curve_keys=opts.curve_keys)
     n = sum(len(f) for f in rec.frames.values())
     if not n:
         print("nothing received", file=sys.stderr)
         return 1
-    if args.fill_from:
-        fill_from(rec, Path(args.fill_from))
-    for p in write(rec, Path(args.output)):
+    if opts.fill_from:
+        fill_from(rec, opts.fill_from)
+    for p in write(rec, opts.output):
         print(f"wrote {p}", file=sys.stderr)
     print(f"{n} frames received, {rec.gaps} missing by sequence number, {rec.filled} filled "
           "from the saved output", file=sys.stderr)

@@ -216,8 +216,7 @@ def test_documented_process_variable_does_not_stop_watch(caplog: pytest.LogCaptu
 def test_watch_starts_with_documented_env(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The failure as a user met it: the CLI parses, loads settings with the variable set."""
-    from tcan_live._cli import build_parser
-    from tcan_live.daemon import settings_from_args
+    from tcan_live._cli import build_parser, settings_from_args
 
     monkeypatch.setenv("TCAN_LIVE_MALLOC_TUNING", "0")
     s = settings_from_args(build_parser().parse_args(["watch", str(tmp_path)]))

@@ -293,8 +293,7 @@ def test_settings_precedence_and_service_example(tmp_path: Path) -> None:
 
 
 def test_watch_flags_reach_the_settings() -> None:
-    from tcan_live._cli import build_parser
-    from tcan_live.daemon import settings_from_args
+    from tcan_live._cli import build_parser, settings_from_args
 
     args = build_parser().parse_args(["watch", "D:/acquisitions", "--precision", "bf16",
                                       "--tile", "256"])

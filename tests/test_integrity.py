@@ -549,3 +549,24 @@ def test_one_pixel_size_precedence(tmp_path: Path, caplog: pytest.LogCaptureFixt
                      metadata={"PhysicalSizeX": 30.0, "PhysicalSizeXUnit": "nm",
                                "PhysicalSizeY": 30.0, "PhysicalSizeYUnit": "nm"})
     assert _plane(path)[1] == pytest.approx(0.03)  # 30 nm, not 30 um
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["enhance", "IN", "-o", "OUT", "--tile", "8"], "--tile"),
+    (["export", "IN", "-o", "OUT/x.ome.tif", "--tile", "8"], "--tile"),
+    (["export", "IN", "-o", "OUT/x.ome.tif", "--smooth", "0"], "--smooth"),
+    (["record", "-o", "OUT/r.ome.tif", "--frames", "0"], "--frames"),
+])
+def test_typed_options_are_checked_for_every_command(tmp_path: Path, argv: list[str], flag: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """commands.py: one bound per option, whatever the command (--tile was checked for watch
+    only); the message names the option, nothing is written."""
+    from tcan_live._cli import main
+
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, np.zeros((2, 16, 16), np.uint16))
+    argv = [str(src) if a == "IN" else a.replace("OUT", str(tmp_path / "o")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag in err
+    assert not (tmp_path / "o").exists()

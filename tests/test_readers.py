@@ -180,6 +180,6 @@ def test_the_content_decides_between_nd2_and_tiff(tmp_path: Path) -> None:
         assert isinstance(r, TiffReader) and r.info.n_planes == 2
     odd = tmp_path / "notes.xyz"
     odd.write_text("hello")
-    with pytest.raises(UnsupportedInputError, match="notes.xyz"):
+    with pytest.raises(UnsupportedInputError, match=r"notes\.xyz"):
         open_stack(odd)
     assert input_kind(tmp_path / "empty_yet.nd2") == "nd2"  # no bytes yet: the name decides

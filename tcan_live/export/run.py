@@ -1,43 +1,42 @@
-"""``tcan-live export`` command: options -> ExportOptions -> export(), with progress."""
+"""``tcan-live export`` command: typed options -> ExportOptions -> export(), with progress."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 from pathlib import Path
 
+from tcan_live.commands import ExportCommand
 from tcan_live.export.timelapse import ExportOptions, export, is_tcan_output
 
 
-def export_from_cli(args: argparse.Namespace) -> int:
+def run_export(cmd: ExportCommand) -> int:
+    """``tcan-live export``: options -> ExportOptions -> export(), with progress."""
     from tcan_live.export.formats import check_output_path
 
-    src = Path(args.input)
-    out, _ = check_output_path(Path(args.output), args.format)
-    opts = ExportOptions(drift_correct=args.drift_correct, reference=args.reference,
-                         drift_channel=args.drift_channel, drift_on=args.drift_on,
-                         smooth_window=args.smooth, pad=args.pad,
-                         movie=Path(args.movie) if args.movie else None,
-                         pixel_size_um=args.pixel_size_um, save_raw=args.save_raw)
+    out, _ = check_output_path(cmd.output, cmd.format)
+    opts = ExportOptions(drift_correct=cmd.drift_correct, reference=cmd.reference,
+                         drift_channel=cmd.drift_channel, drift_on=cmd.drift_on,
+                         smooth_window=cmd.smooth, pad=cmd.pad, movie=cmd.movie,
+                         pixel_size_um=cmd.pixel_size_um, save_raw=cmd.save_raw)
     enhancer = None
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         client = None
-        if is_tcan_output(src):
+        if is_tcan_output(cmd.input):
             pass
-        elif args.scheduler or args.workers:
+        elif cmd.scheduler or cmd.workers:
             from tcan_live.distributed import connect
 
-            client = stack.enter_context(connect(args.scheduler, args.workers, model=args.model,
-                                                 device=args.device, tile=args.tile,
-                                                 precision=args.precision))
+            client = stack.enter_context(connect(cmd.scheduler, cmd.workers, model=cmd.model,
+                                                 device=cmd.device, tile=cmd.tile,
+                                                 precision=cmd.precision))
         else:
             from tcan_live.sr.enhancer import Enhancer
 
-            enhancer = Enhancer(args.model, device=args.device, tile=args.tile,
-                                precision=args.precision)
-        return _run(src, out, opts, enhancer, client)
+            enhancer = Enhancer(cmd.model, device=cmd.device, tile=cmd.tile,
+                                precision=cmd.precision)
+        return _run(cmd.input, out, opts, enhancer, client)
 
 
 def _run(src: Path, out: Path, opts: ExportOptions, enhancer: object, client: object) -> int:
