@@ -134,16 +134,41 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 @command("train")
 def cmd_train(args: argparse.Namespace) -> int:
-    from tcan_live.train.run import train_from_cli
+    from tcan_live.sr.card import PRESETS
+    from tcan_live.train.run import run_training
+    from tcan_live.train.trainer import TrainConfig
 
-    return train_from_cli(args)
+    if args.preset not in PRESETS:
+        raise ConfigError(f"--preset {args.preset!r} unknown; choose one of {sorted(PRESETS)}")
+    cfg = TrainConfig(
+        model_id=args.id or Path(args.out).name, architecture=PRESETS[args.preset],
+        steps=args.steps, batch=args.batch, patch=args.patch, lr_g=args.lr_g, lr_d=args.lr_d,
+        w_pixel=args.w_pixel, w_adv=args.w_adv, w_ssim=args.w_ssim, pixel_loss=args.pixel_loss,
+        val_fraction=args.val_fraction, val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, max_hours=args.max_hours,
+        pixel_size_um=args.pixel_size_um)
+    return run_training(Path(args.pairs), Path(args.out), cfg, planes=_planes(args.planes),
+                        device=args.device, init=Path(args.init) if args.init else None,
+                        restart=args.restart)
+
+
+def _planes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--planes {text!r}: expected plane numbers like 0,1") from None
 
 
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tcan_live.train.evaluate import evaluate_from_cli
+    from tcan_live.train.evaluate import run_evaluate
 
-    return evaluate_from_cli(args)
+    return run_evaluate(Path(args.pairs), model=args.model, device=args.device,
+                        planes=_planes(args.planes), limit=args.limit,
+                        out=Path(args.out) if args.out else None,
+                        pixel_size_um=args.pixel_size_um,
+                        confocal_fwhm_nm=args.confocal_fwhm_nm, uncertainty=args.uncertainty,
+                        write_card=args.write_card)
 
 
 # -----------------------------------------------------------------------------------------
@@ -207,9 +232,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
+    from tcan_live.commands import DemoOptions, parse_options
     from tcan_live.demo import run_demo
 
-    return run_demo(args)
+    return run_demo(parse_options(DemoOptions, vars(args)))
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

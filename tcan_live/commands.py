@@ -1,6 +1,7 @@
 """Typed options of the file-producing commands (pydantic): the command line parses into these
 and the library takes them, so no ``argparse`` namespace goes below ``_cli.py`` for
-``enhance``, ``export`` and ``record`` (``watch`` has :class:`tcan_live.settings.Settings`).
+``enhance``, ``export``, ``record`` and ``demo`` (``watch`` has
+:class:`tcan_live.settings.Settings`, ``train`` its ``TrainConfig``).
 Bounds live here once (``tile`` >= 32 for every command, positive pixel sizes, ...); a value out
 of bounds is a one-line :class:`ConfigError` naming the option.
 """
@@ -57,6 +58,13 @@ class ExportCommand(ModelOptions, ClusterOptions):
     movie: Path | None = None
     save_raw: bool = False
     pixel_size_um: float | None = Field(None, gt=0)
+
+
+class DemoOptions(ModelOptions):
+    frames: int = Field(12, ge=1)
+    size: int = Field(256, ge=32)
+    interval: float = Field(1.0, ge=0)
+    out: Path = Path("demo-output")
 
 
 class RecordOptions(_Options):

@@ -7,7 +7,6 @@ subscriber receives raw and enhanced frames. Ends with a summary and a montage P
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import threading
 import time
@@ -16,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from tcan_live.commands import DemoOptions
 from tcan_live.settings import Settings
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: DemoOptions) -> int:
     from tcan_live.daemon import Daemon
     from tcan_live.train.timelapse import TimelapseSpec, write_timelapse
     from tcan_live.transport.subscriber import FrameSubscriber
@@ -52,7 +52,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if n == args.frames else 1
 
 
-def _acquire_and_collect(daemon: Any, args: argparse.Namespace, acq: Path, write_timelapse: Any,
+def _acquire_and_collect(daemon: Any, args: DemoOptions, acq: Path, write_timelapse: Any,
                          spec_cls: Any, subscriber_cls: Any) -> dict[str, dict[int, Any]]:
     frames: dict[str, dict[int, Any]] = {"raw": {}, "enhanced": {}}
     endpoint = _endpoint(daemon)

@@ -8,7 +8,6 @@ check (re-blurred output vs input). Outputs: ``metrics.csv``, ``summary.md``, ``
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 from collections.abc import Callable, Sequence
@@ -187,12 +186,14 @@ def write_card_metrics(folder: Path, metrics: dict[str, object]) -> None:
     write_card(folder, card.model_copy(update={"metrics": {**card.metrics, **metrics}}))
 
 
-def evaluate_from_cli(args: argparse.Namespace) -> int:
+def run_evaluate(pairs_dir: Path, *, model: str | None, device: str, planes: tuple[int, ...],
+                 limit: int | None, out: Path | None, pixel_size_um: float | None,
+                 confocal_fwhm_nm: float, uncertainty: bool, write_card: str | None) -> int:
+    """``tcan-live evaluate``: the paper's metrics and the honesty metrics of a model on pairs."""
     from tcan_live.sr.enhancer import Enhancer
 
-    planes = tuple(int(p) for p in args.planes.split(","))
-    pairs = load_pairs(Path(args.pairs), planes)[: args.limit]
-    enhancer = Enhancer(args.model, device=args.device)
+    pairs = load_pairs(pairs_dir, planes)[:limit]
+    enhancer = Enhancer(model, device=device)
 
     def enhance(img: np.ndarray, px: float) -> np.ndarray:
         return enhancer.enhance(img, px).image
@@ -200,17 +201,16 @@ def evaluate_from_cli(args: argparse.Namespace) -> int:
     def uncertain(img: np.ndarray, px: float) -> np.ndarray:
         return enhancer.uncertainty(img, px)
 
-    out = Path(args.out) if args.out else None
-    rows, table = evaluate(pairs, enhance, pixel_size_um=args.pixel_size_um,
-                        default_px=enhancer.pixel_size_um, confocal_fwhm_nm=args.confocal_fwhm_nm,
-                        target_fwhm_nm=enhancer.card.target_fwhm_nm, out=out,
-                        uncertainty=uncertain if args.uncertainty else None)
-    print(f"model {enhancer.model_id} on {len(pairs)} pairs from {args.pairs}\n")
+    rows, table = evaluate(pairs, enhance, pixel_size_um=pixel_size_um,
+                           default_px=enhancer.pixel_size_um, confocal_fwhm_nm=confocal_fwhm_nm,
+                           target_fwhm_nm=enhancer.card.target_fwhm_nm, out=out,
+                           uncertainty=uncertain if uncertainty else None)
+    print(f"model {enhancer.model_id} on {len(pairs)} pairs from {pairs_dir}\n")
     print(table)
-    if args.write_card:
-        label, _, note = args.write_card.partition(":")
+    if write_card:
+        label, _, note = write_card.partition(":")
         write_card_metrics(enhancer.folder, card_metrics(summarize(rows), len(pairs), label,
-                                                         note or str(args.pairs)))
+                                                         note or str(pairs_dir)))
         print(f"metrics '{label}' written into {enhancer.folder / 'model.toml'}")
     if out is not None:
         print(f"wrote {out / 'metrics.csv'}, {out / 'summary.md'}, {out / 'boxplots.png'}")

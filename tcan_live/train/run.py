@@ -1,8 +1,7 @@
-"""``tcan-live train``: options -> TrainConfig -> Trainer, with progress and clean interruption."""
+"""``tcan-live train``: TrainConfig -> Trainer, with progress and clean interruption."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import signal
@@ -11,36 +10,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tcan_live.errors import ConfigError
-from tcan_live.sr.card import PRESETS
 from tcan_live.train.pairs import load_pairs
 from tcan_live.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    if args.preset not in PRESETS:
-        raise ConfigError(f"--preset {args.preset!r} unknown; choose one of {sorted(PRESETS)}")
-    return TrainConfig(
-        model_id=args.id or Path(args.out).name, architecture=PRESETS[args.preset],
-        steps=args.steps, batch=args.batch, patch=args.patch, lr_g=args.lr_g, lr_d=args.lr_d,
-        w_pixel=args.w_pixel, w_adv=args.w_adv, w_ssim=args.w_ssim, pixel_loss=args.pixel_loss,
-        val_fraction=args.val_fraction, val_every=args.val_every,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, max_hours=args.max_hours,
-        pixel_size_um=args.pixel_size_um,
-    )
-
-
-def train_from_cli(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    planes = tuple(int(p) for p in args.planes.split(","))
-    pairs = load_pairs(Path(args.pairs), planes)
-    out = Path(args.out)
-    if args.restart and (out / "train").exists():
+def run_training(pairs_dir: Path, out: Path, cfg: TrainConfig, *, planes: tuple[int, ...],
+                 device: str, init: Path | None, restart: bool) -> int:
+    """``tcan-live train``: train (or resume) into the model folder ``out``."""
+    pairs = load_pairs(pairs_dir, planes)
+    if restart and (out / "train").exists():
         shutil.rmtree(out / "train")
-    trainer = Trainer(cfg, pairs, out, device=args.device,
-                      init=Path(args.init) if args.init else None, source=str(args.pairs))
+    trainer = Trainer(cfg, pairs, out, device=device, init=init, source=str(pairs_dir))
     resumed = trainer.resume()
     print(f"{'resuming' if resumed else 'starting'} at step {trainer.step}/{cfg.steps}: "
           f"{len(trainer.train_idx)} training / {len(trainer.val_idx)} validation images, "
