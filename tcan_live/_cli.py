@@ -96,7 +96,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 @command("simulate")
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from tcan_live.train.simulate import Camera, Optics
+    from tcan_live.sim.simulate import Camera, Optics
 
     optics = Optics(pixel_size_um=args.pixel_size_um, confocal_fwhm_nm=args.confocal_fwhm_nm,
                     sted_fwhm_nm=args.sted_fwhm_nm)
@@ -104,7 +104,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               Camera(photons=args.photons, background=args.background))
     structures = tuple(args.structures.split(",")) if args.structures else None
     if args.timelapse:
-        from tcan_live.train.timelapse import TimelapseSpec, write_timelapse
+        from tcan_live.sim.timelapse import TimelapseSpec, write_timelapse
 
         spec = TimelapseSpec(frames=args.frames, size=args.size, interval_s=args.interval,
                              drift_px_per_frame=args.drift, layout=args.layout, seed=args.seed,

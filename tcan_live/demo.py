@@ -21,7 +21,7 @@ from tcan_live.settings import Settings
 
 def run_demo(args: DemoOptions) -> int:
     from tcan_live.daemon import Daemon
-    from tcan_live.train.timelapse import TimelapseSpec, write_timelapse
+    from tcan_live.sim.timelapse import TimelapseSpec, write_timelapse
     from tcan_live.transport.subscriber import FrameSubscriber
 
     out = Path(args.out)

@@ -75,7 +75,7 @@ def enhance_file(
 
     With a Dask ``client`` the planes are enhanced on the cluster's workers (each holding the
     model) and written here in order, exactly as in the single-process path."""
-    from tcan_live.sr.resample import resample_to_shape
+    from tcan_live.resample import resample_to_shape
     from tcan_live.sr.trust import trust_check
 
     reader = open_stack(path)

@@ -20,7 +20,7 @@ import zmq
 from conftest import rss_mb, wait_for
 
 from tcan_live.frame import Frame, FrameIndex
-from tcan_live.train.timelapse import TimelapseSpec, write_timelapse
+from tcan_live.sim.timelapse import TimelapseSpec, write_timelapse
 
 
 def _free_port() -> int:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tcan_live.sim import domain
+from tcan_live.sim.simulate import Camera, Optics, Scene, simulate_pair
 from tcan_live.sr.card import read_card, resolve_model
-from tcan_live.train import domain
 from tcan_live.train.metrics import detail_band_error, fidelity, ridge_cv
-from tcan_live.train.simulate import Camera, Optics, Scene, simulate_pair
 
 
 def test_default_model_is_installed_and_valid() -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tcan_live.train import domain as d
+from tcan_live.sim import domain as d
 
 
 @pytest.mark.parametrize(("wl", "na"), [(488.0, 1.4), (640.0, 1.2)])
@@ -65,8 +65,8 @@ def test_flux_is_conserved_between_confocal_and_sted() -> None:
 
 
 def test_a_point_images_with_the_psf_fwhm(rng: np.random.Generator) -> None:
+    from tcan_live.sim.simulate import FWHM_PER_SIGMA
     from tcan_live.train.metrics import fit_spot
-    from tcan_live.train.simulate import FWHM_PER_SIGMA
 
     g = np.zeros((400, 400))
     d._splat(g, np.array([[200.3, 199.6]]), 1.0)

@@ -14,8 +14,8 @@ from scipy import ndimage
 from tcan_live._cli import main
 from tcan_live.export.drift import estimate_drift, phase_shift
 from tcan_live.export.timelapse import ExportOptions, process_position
-from tcan_live.train.simulate import Camera, Optics
-from tcan_live.train.timelapse import TimelapseSpec, render_frames
+from tcan_live.sim.simulate import Camera, Optics
+from tcan_live.sim.timelapse import TimelapseSpec, render_frames
 
 
 def _fourier_shift(img: np.ndarray, shift: tuple[float, float]) -> np.ndarray:

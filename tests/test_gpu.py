@@ -103,7 +103,7 @@ def test_cuda_graphs_are_refused_without_cuda(tiny_model: Path) -> None:
 
 
 def _frame(size: int, seed: int) -> np.ndarray:
-    from tcan_live.train.simulate import Camera, Optics, Scene, simulate_pair
+    from tcan_live.sim.simulate import Camera, Optics, Scene, simulate_pair
 
     return simulate_pair(np.random.default_rng(seed), (size, size), Optics(),
                          Camera(photons=80), Scene(structures=("filaments", "beads"))).confocal

@@ -10,7 +10,8 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "tcan_live"
 TORCH_ALLOWED = ("sr", "train", "bench")  # packages that may import torch themselves
-LIGHT = ("frame", "errors", "settings", "sources", "export", "transport", "viewer.app",
+LIGHT = ("frame", "errors", "settings", "resample", "sim", "sources", "export", "transport",
+         "viewer.app",
          "viewer.plugin", "viewer.reader", "record", "panel", "pipeline")
 # commands and composition roots that build the Enhancer themselves are not light; the Dask
 # path (`distributed`, imported inside the export's cluster function) runs the model on workers
@@ -79,6 +80,16 @@ def test_light_layers_never_reach_torch() -> None:
                      and m not in NOT_LIGHT]:
             heavy = sorted(m for m in _reach(name) if _uses(m, "torch"))
             assert not heavy, f"{name} reaches torch through {heavy}"
+
+
+def test_the_simulator_is_below_sr_and_train_and_sr_below_train() -> None:
+    up = {m for m in MODULES if m.startswith("sim")}
+    for name in up:
+        bad = sorted(m for m in _reach(name) if m.split(".")[0] in ("sr", "train"))
+        assert not bad, f"{name} reaches {bad}"
+    for name in [m for m in MODULES if m.startswith("sr.")]:
+        bad = sorted(m for m in _own(name) if m.startswith("train"))
+        assert not bad, f"{name} imports {bad}"
 
 
 def test_the_rules_see_the_package() -> None:

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tcan_live.errors import UnsupportedInputError
+from tcan_live.resample import resample, resample_to_shape
+from tcan_live.sim.simulate import Camera, Optics, Scene, simulate_pair
 from tcan_live.sr.normalize import denormalize, normalize, percentile_affine
-from tcan_live.sr.resample import resample, resample_to_shape
 from tcan_live.sr.tiling import Stitcher, pad_to, plan_tiles
-from tcan_live.train.simulate import Camera, Optics, Scene, simulate_pair
 
 # Stated tolerance (docs/architecture.md): with overlap >= 32 px, tiled and whole-image outputs
 # differ by at most 1% of the output's 0.1-99.9 percentile range, anywhere in the image.

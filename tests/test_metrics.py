@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from tcan_live.sim.simulate import Camera, Optics, Scene, detect, expected_images, scene_points
 from tcan_live.sr.trust import trust_check
 from tcan_live.train.decorrelation import decorrelation_cutoff, decorrelation_resolution_nm
 from tcan_live.train.metrics import (
@@ -15,7 +16,6 @@ from tcan_live.train.metrics import (
     richardson_lucy,
     snr,
 )
-from tcan_live.train.simulate import Camera, Optics, Scene, detect, expected_images, scene_points
 
 
 def _scene(rng: np.random.Generator, fwhm: float = 230.0, photons: float = 150.0,

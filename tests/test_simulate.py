@@ -9,16 +9,16 @@ import pytest
 import tifffile
 
 from tcan_live._cli import main
-from tcan_live.sources.readers import open_stack
-from tcan_live.train.metrics import fit_spot
-from tcan_live.train.simulate import (
+from tcan_live.sim.simulate import (
     FWHM_PER_SIGMA,
     Camera,
     Optics,
     detect,
     expected_images,
 )
-from tcan_live.train.timelapse import TimelapseSpec, read_drift_csv, render_frames, write_timelapse
+from tcan_live.sim.timelapse import TimelapseSpec, read_drift_csv, render_frames, write_timelapse
+from tcan_live.sources.readers import open_stack
+from tcan_live.train.metrics import fit_spot
 
 
 @pytest.mark.parametrize(("confocal", "sted", "px"), [(230, 80, 0.05), (300, 100, 0.03),
@@ -67,7 +67,7 @@ def test_drift_csv_matches_applied_shifts(tmp_path: Path) -> None:
 def test_static_scene_moves_by_exactly_the_drift() -> None:
     from scipy import ndimage
 
-    from tcan_live.train.simulate import render_density
+    from tcan_live.sim.simulate import render_density
 
     pts = np.array([[30.0, 25.0], [40.2, 41.7]])
     a, _ = expected_images(pts, np.ones(2), (64, 64), Optics(), 1e3)

@@ -254,7 +254,7 @@ def test_watch_format_ome_zarr_saves(make_daemon: Any, tmp_path: Path) -> None:
     grows, equal to what the Enhancer gives for each frame."""
     from conftest import wait_for
 
-    from tcan_live.train.timelapse import TimelapseSpec, write_timelapse
+    from tcan_live.sim.timelapse import TimelapseSpec, write_timelapse
 
     acq = tmp_path / "acq"
     write_timelapse(acq, TimelapseSpec(frames=3, size=64, name="cells", seed=1))

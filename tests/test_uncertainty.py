@@ -16,8 +16,8 @@ import tifffile
 from conftest import wait_for
 
 from tcan_live._cli import main
+from tcan_live.sim import domain
 from tcan_live.sr import uncertainty as unc
-from tcan_live.train import domain
 from tcan_live.train.metrics import auroc, detail_band, detail_band_error, error_auroc
 from tcan_live.transport import wire
 

@@ -23,7 +23,7 @@ def main(out: str = "docs/images/viewer.png", frames: str | int = 8) -> int:
 
     from tcan_live.daemon import Daemon
     from tcan_live.settings import Settings
-    from tcan_live.train.timelapse import TimelapseSpec, write_timelapse
+    from tcan_live.sim.timelapse import TimelapseSpec, write_timelapse
     from tcan_live.viewer.app import LiveView
 
     with tempfile.TemporaryDirectory() as tmp:

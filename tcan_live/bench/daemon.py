@@ -31,7 +31,7 @@ def run(size: int, frames: int, model: str | None, interval_s: float) -> dict[st
 
     from tcan_live.daemon import Daemon
     from tcan_live.settings import Settings
-    from tcan_live.train.simulate import Camera, Optics, Scene, simulate_pair
+    from tcan_live.sim.simulate import Camera, Optics, Scene, simulate_pair
     from tcan_live.transport.subscriber import FrameSubscriber
 
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """Honesty of the picture (issue 16): does a model add detail that is right, and does its
 uncertainty map find the detail that is wrong? Measured on data unlike the training data.
 
-* **Held-out simulations** (broad simulator, ``train/domain.py``): structure families x peak
+* **Held-out simulations** (broad simulator, ``sim/domain.py``): structure families x peak
   photons, ``--n`` images each, including the families training never sees
   (``HELDOUT_FAMILIES``). Per image and method (raw input, Richardson-Lucy with the true PSF
   width, each model): SSIM and NRMSE after the affine fit, the detail-band error (1 = no
@@ -56,7 +56,7 @@ class Case:
 
 def simulated_cases(families: list[str], photons: list[float], n: int, size: int,
                     seed: int) -> list[Case]:
-    from tcan_live.train import domain
+    from tcan_live.sim import domain
 
     cases = []
     for f_i, fam in enumerate(families):
@@ -203,8 +203,8 @@ def figure(case: Case, outputs: Outputs, methods: list[str], path: Path) -> None
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from tcan_live.sim.domain import FAMILIES, HELDOUT_FAMILIES
     from tcan_live.sr.enhancer import Enhancer
-    from tcan_live.train.domain import FAMILIES, HELDOUT_FAMILIES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", required=True, help="model id or folder")

@@ -30,7 +30,7 @@ import torch
 
 
 def _frame(size: int) -> np.ndarray:
-    from tcan_live.train.simulate import Camera, Optics, Scene, simulate_pair
+    from tcan_live.sim.simulate import Camera, Optics, Scene, simulate_pair
 
     rng = np.random.default_rng(size)
     return simulate_pair(rng, (size, size), Optics(), Camera(photons=80),

@@ -49,7 +49,7 @@ class BioimageioExport:
 
 def test_image(size: int = TEST_SIZE, seed: int = 0) -> np.ndarray:
     """A simulated confocal image on the 50 nm grid (broad simulator, filaments + puncta)."""
-    from tcan_live.train import domain
+    from tcan_live.sim import domain
 
     rng = np.random.default_rng(seed)
     acq = domain.random_acquisition(rng, photons=50.0)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tcan_live.errors import ConfigError, UnsupportedInputError
+from tcan_live.resample import check_factor, resample, resample_to_shape, same_grid
 from tcan_live.sr.card import Card, resolve_model
 from tcan_live.sr.device import (
     GraphedForward,
@@ -35,7 +36,6 @@ from tcan_live.sr.hostmem import retain_freed_memory
 from tcan_live.sr.model import load_generator
 from tcan_live.sr.network import UNET_DEPTH
 from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_affine
-from tcan_live.sr.resample import check_factor, resample, resample_to_shape, same_grid
 from tcan_live.sr.tiling import Stitcher, Tile, pad_to, plan_tiles, round_up
 from tcan_live.sr.trust import TrustResult, trust_check, trust_normalised
 from tcan_live.sr.uncertainty import DEFAULT_PASSES, uncertainty_map

@@ -35,8 +35,8 @@ class OnnxExport:
 
 def sample_tiles(size: int) -> np.ndarray:
     """Two normalised simulated confocal tiles (filaments + beads, actin + rings), seed 0."""
+    from tcan_live.sim.simulate import Camera, Optics, Scene, simulate_pair
     from tcan_live.sr.normalize import normalize, percentile_affine
-    from tcan_live.train.simulate import Camera, Optics, Scene, simulate_pair
 
     rng = np.random.default_rng(0)
     tiles = []

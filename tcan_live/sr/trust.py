@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from tcan_live.sim.simulate import sigma_px
 from tcan_live.sr.normalize import Affine, percentile_affine
-
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,6 @@ class TrustResult:
     nrmse: float
     # float32, in normalised input units (1 = input's p1..p99.9 range); None when not asked for
     residual: np.ndarray | None
-
-
-def sigma_px(fwhm_nm: float, pixel_size_um: float) -> float:
-    return fwhm_nm / FWHM_PER_SIGMA / (pixel_size_um * 1000.0)
 
 
 def trust_check(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from tcan_live.sr.trust import sigma_px
+from tcan_live.sim.simulate import sigma_px
 
 DEFAULT_PASSES = 4
 SMOOTH_NM = 50.0  # the variance is pooled over a Gaussian of this sigma

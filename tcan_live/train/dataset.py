@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tcan_live.train.pairs import write_manifest, write_pair_stack
-from tcan_live.train.simulate import (
+from tcan_live.sim.simulate import (
     Camera,
     Optics,
     PairImage,
@@ -19,9 +18,10 @@ from tcan_live.train.simulate import (
     random_conditions,
     simulate_pair,
 )
+from tcan_live.train.pairs import write_manifest, write_pair_stack
 
 if TYPE_CHECKING:
-    from tcan_live.train.domain import BroadPair
+    from tcan_live.sim.domain import BroadPair
 
 
 def simulate_dataset(
@@ -37,7 +37,7 @@ def simulate_dataset(
     (:func:`random_conditions`); a given camera fixes brightness and noise. ``structures`` restricts
     the scene content.
 
-    ``simulator="broad"`` (the default, :mod:`tcan_live.train.domain`) draws structure families
+    ``simulator="broad"`` (the default, :mod:`tcan_live.sim.domain`) draws structure families
     (``families``, default all training families), point-scanning optics, a point detector and
     the acquisition pixel size (``pixel_nm``, default 30-100 nm) at random per image; ``photons``
     fixes the brightest confocal pixel's expected photons. ``"classic"`` is the earlier
@@ -66,7 +66,7 @@ def simulate_dataset(
 def _broad_dataset(out: Path, *, n: int, size: int, seed: int, families: Sequence[str] | None,
                    photons: float | None, pixel_nm: float | None,
                    progress: Callable[[int], None] | None) -> list[Path]:
-    from tcan_live.train import domain
+    from tcan_live.sim import domain
 
     fams = tuple(families) if families else domain.FAMILIES
     unknown = set(fams) - set(domain.FAMILY_FNS)

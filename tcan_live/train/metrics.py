@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, optimize
 
+from tcan_live.sim.simulate import FWHM_PER_SIGMA, sigma_px
 from tcan_live.sr.normalize import normalize, percentile_affine
-from tcan_live.sr.trust import FWHM_PER_SIGMA, _affine_fit, sigma_px
+from tcan_live.sr.trust import _affine_fit
 
 
 def _norm(img: np.ndarray) -> np.ndarray:

@@ -24,11 +24,11 @@ import numpy as np
 import tifffile
 
 from tcan_live.errors import ReadError
+from tcan_live.sim.simulate import PairImage
 from tcan_live.sources.formats import TIFF_SUFFIXES
-from tcan_live.train.simulate import PairImage
 
 if TYPE_CHECKING:
-    from tcan_live.train.domain import BroadPair
+    from tcan_live.sim.domain import BroadPair
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = (("lr", "hr"), ("confocal", "sted"))

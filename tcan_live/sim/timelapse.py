@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from tcan_live.train.simulate import (
+from tcan_live.sim.simulate import (
     Camera,
     Optics,
     actin_points,

@@ -18,7 +18,7 @@ Image formation, in this order (all rules live here):
    out-of-focus layer is blurred by a wide defocus kernel, the same in both.
 3. **Sampling.** Integrated over the acquisition pixel (30-100 nm, a multiple of 10 nm); the
    confocal image is then resampled to the model grid (50 nm) with the enhancer's own resampler
-   (:func:`tcan_live.sr.resample.resample_to_shape`), so training sees the interpolation the
+   (:func:`tcan_live.resample.resample_to_shape`), so training sees the interpolation the
    live path makes. The target is integrated over the model grid directly.
 4. **Detector.** :class:`Detector`: Poisson photons, multiplicative excess noise of a PMT /
    GaAsP / HyD (each photon's pulse height is Gamma distributed with mean 1 and variance
@@ -40,8 +40,7 @@ from typing import Literal
 import numpy as np
 from scipy import fft, ndimage, special
 
-from tcan_live.sr.trust import sigma_px
-from tcan_live.train.simulate import Optics, worm_like_chain
+from tcan_live.sim.simulate import Optics, sigma_px, worm_like_chain
 
 FINE_NM = 10.0
 MODEL_PX_NM = 50.0
@@ -608,7 +607,7 @@ def noise_free(rng: np.random.Generator, size: int, acq: Acquisition, sample: Sa
 def image_pair(rng: np.random.Generator, size: int, acq: Acquisition, sample: Sample
                ) -> BroadPair:
     """Simulate one pair of ``size`` x ``size`` model pixels (50 nm)."""
-    from tcan_live.sr.resample import resample_to_shape
+    from tcan_live.resample import resample_to_shape
 
     nf = noise_free(rng, size, acq, sample)
     counts = detect(rng, nf.confocal, acq.detector)

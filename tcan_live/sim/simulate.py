@@ -21,6 +21,11 @@ from scipy import ndimage, special
 
 OVERSAMPLE = 4
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+
+def sigma_px(fwhm_nm: float, pixel_size_um: float) -> float:
+    """The Gaussian sigma, in pixels, of a PSF with this FWHM (the one conversion)."""
+    return fwhm_nm / FWHM_PER_SIGMA / (pixel_size_um * 1000.0)
 Structure = Literal["filaments", "beads", "rings", "actin"]
 STRUCTURES: tuple[Structure, ...] = ("filaments", "beads", "rings", "actin")
 
