@@ -86,3 +86,31 @@ def test_enhancer_uses_it_by_default_on_cpu_fp32_only(tiny_model: Path) -> None:
     assert not Enhancer(tiny_model, device="cpu", channels_last=False, warmup=False).fused
     with pytest.raises(ValueError, match="fused"):
         Enhancer(tiny_model, device="cpu", precision="bf16", fused=True, warmup=False)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_fused_forward_equals_the_modules_for_every_preset(preset: str) -> None:
+    """Every shipped architecture (the paper's widths included), random weights."""
+    g = _randomised(PRESETS[preset], seed=7).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x = torch.rand(1, 1, 48, 40).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref, got = g(x), FusedCPUGenerator(g)(x)
+    scale = float(ref.abs().max())
+    assert scale > 1e-3
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_without_the_fused_op_the_enhancer_falls_back_to_the_plain_forward(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PyTorch without oneDNN's fused convolution: the plain forward, same numbers."""
+    import tcan_live.sr.enhancer as enhancer_mod
+    from tcan_live.sr.enhancer import Enhancer
+
+    img = np.random.default_rng(4).random((96, 80)).astype(np.float32) * 500
+    with_op = Enhancer(tiny_model, device="cpu", warmup=False)
+    monkeypatch.setattr(enhancer_mod, "fused_available", lambda: False)
+    without = Enhancer(tiny_model, device="cpu", warmup=False)
+    assert with_op.fused and not without.fused
+    assert without.forward_module is without.generator
+    a, b = with_op.enhance(img).image, without.enhance(img).image
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
