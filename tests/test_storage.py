@@ -5,6 +5,7 @@ once a stream is quiet, journals of the parts-file era taken over, OME-Zarr as o
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +269,24 @@ def test_watch_format_ome_zarr_saves(make_daemon: Any, tmp_path: Path) -> None:
     np.testing.assert_allclose(arr[2, 0, 0], d.enhancer.enhance(raw, 0.05).image, rtol=1e-4,
                                atol=1e-3)
     assert not list((tmp_path / "out").glob("*.ome.tif"))
+
+
+def test_own_ome_zarr_outputs_are_never_enhanced_again(tiny_model: Path, tmp_path: Path,
+                                                       dual_stack: Path,
+                                                       make_daemon: Any) -> None:
+    """An `.ome.zarr` that tcan-live wrote: `export` takes it as already enhanced (no model
+    needed), and a daemon watching a folder that holds one leaves it alone."""
+    from conftest import wait_for
+
+    from tcan_live._cli import main
+
+    acq = tmp_path / "acq"
+    assert main(["enhance", str(dual_stack), "-o", str(acq), "--model", str(tiny_model),
+                 "--format", "ome-zarr"]) == 0
+    assert main(["export", str(acq / "dual_tcan.ome.zarr"), "-o", str(tmp_path / "x.ome.tif"),
+                 "--model", "no-such-model", "--no-drift-correct"]) == 0
+    assert tifffile.imread(tmp_path / "x.ome.tif").shape[:2] == (4, 2)
+    d = make_daemon(folder=acq)
+    assert wait_for(lambda: d.sources[0].tracked_count()[1] >= 1, 30)  # looked at, finished
+    time.sleep(1.0)
+    assert d.stats.frames_in == 0

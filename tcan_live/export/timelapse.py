@@ -67,8 +67,14 @@ def read_all(path: Path) -> tuple[StackInfo, np.ndarray]:
 
 
 def is_tcan_output(path: Path) -> bool:
+    """Frames tcan-live already enhanced (OME-TIFF or OME-Zarr): exported as they are."""
     import tifffile
 
+    if path.is_dir() and path.name.lower().endswith(".zarr"):
+        from tcan_live.sources.zarrsrc import ZarrReader
+
+        with ZarrReader(path) as reader:
+            return reader.enhanced
     if path.suffix.lower() not in (".tif", ".tiff"):
         return False
     with tifffile.TiffFile(path) as tif:

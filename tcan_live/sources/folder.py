@@ -525,6 +525,10 @@ class FolderSource:
     def _scan_zarr(self, t: Tracked, settled: bool, quiet: bool) -> None:
         """A zarr dataset: every plane whose chunks are on disk, once (sources/zarrsrc.py)."""
         with ZarrReader(t.path) as reader:
+            if reader.info.extra.get("written_by_tcan_live"):
+                self._log_once(t.path, f"not reading {t.path}: written by tcan-live")
+                t.complete = True
+                return
             seen: set[tuple[int, ...]] = t.live if isinstance(t.live, set) else set()
             t.live = seen
             for idx, frame in reader.written_planes(seen, multi_ok=settled and quiet):

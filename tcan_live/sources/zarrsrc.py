@@ -39,6 +39,7 @@ from tcan_live.errors import ReadError, UnsupportedInputError
 from tcan_live.frame import Frame
 from tcan_live.sources.formats import ZARR_DIR_SUFFIX
 from tcan_live.sources.readers import SUPPORTED_DTYPES, StackInfo, check_plane_size, make_frame
+from tcan_live.sources.tiffmeta import ENHANCED_MARKERS
 
 METADATA_FILES = ("zarr.json", ".zgroup", ".zarray")
 _AXIS = {"t": "T", "time": "T", "c": "C", "channel": "C", "ch": "C", "z": "Z", "p": "P",
@@ -90,6 +91,11 @@ class ZarrReader:
                 from err
         self.images, meta = self._images(node)
         self.info = self._describe(meta)
+        ours = dict(node.attrs).get("tcan_live")
+        # tcan-live's own output (export/omezarr.py writes this attribute): never enhanced again
+        self.enhanced = isinstance(ours, dict) and any(
+            m in str(ours.get("description", "")) for m in ENHANCED_MARKERS)
+        self.info.extra["written_by_tcan_live"] = isinstance(ours, dict)
 
     # -- layout -------------------------------------------------------------------------------
     def _images(self, node: Any) -> tuple[list[_Image], dict[str, Any]]:
