@@ -23,6 +23,7 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -205,8 +206,10 @@ class PlaneStore:
         """Make the plane's chunk durable (a kill -9 cannot lose it anyway; a power cut can)."""
         key = arr.metadata.encode_chunk_key(coords)
         chunk = self.path / arr.path / key
+        # Windows' fsync (_commit) needs a handle opened for writing; POSIX syncs any handle
+        flags = os.O_RDWR if sys.platform == "win32" else os.O_RDONLY
         with contextlib.suppress(FileNotFoundError):
-            fd = os.open(chunk, os.O_RDONLY)
+            fd = os.open(chunk, flags | getattr(os, "O_BINARY", 0))
             try:
                 os.fsync(fd)
             finally:
