@@ -17,8 +17,8 @@ from tcan_live.commands import EnhanceOptions
 from tcan_live.errors import ConfigError, TcanError
 from tcan_live.export.formats import write_image
 from tcan_live.export.ometiff import OmeMeta
-from tcan_live.frame import resolve_pixel_size
-from tcan_live.sources.readers import StackInfo, StackReader, open_stack
+from tcan_live.frame import StackInfo, resolve_pixel_size
+from tcan_live.sources.readers import StackReader, open_stack
 
 log = logging.getLogger(__name__)
 IN_MEMORY_LIMIT = 2 * 2**30

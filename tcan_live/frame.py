@@ -1,9 +1,11 @@
-"""Frame: one 2-D image plane with its indices and metadata. numpy only."""
+"""Frame: one 2-D image plane with its indices and metadata; StackInfo: what a reader knows of
+a file; :func:`make_frame`: a file's plane as a Frame. numpy only (the core)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,3 +99,56 @@ class Frame:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# stacks: what a reader knows of a file, and the one way a file's plane becomes a Frame
+
+AXIS_TO_FIELD = {"T": "t", "C": "c", "Z": "z", "P": "p"}
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    path: Path
+    format: str
+    axes: str  # leading axes in array order, letters from "PTCZ"
+    shape: tuple[int, ...]  # sizes of the leading axes
+    plane_shape: tuple[int, int]
+    dtype: np.dtype[Any]
+    pixel_size_um: float | None = None
+    channel_names: tuple[str, ...] = ()
+    time_increment_s: float | None = None
+    z_step_um: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the one pixel-size rule, for every reader
+        object.__setattr__(self, "pixel_size_um",
+                           plausible_pixel_size(self.pixel_size_um, str(self.path)))
+
+    @property
+    def n_planes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def stream(self) -> str:
+        return str(self.path)
+
+    def frame_index(self, idx: tuple[int, ...]) -> FrameIndex:
+        return FrameIndex(**{AXIS_TO_FIELD[a]: int(i)
+                             for a, i in zip(self.axes, idx, strict=True)})
+
+    def channel_name(self, idx: FrameIndex) -> str | None:
+        return self.channel_names[idx.c] if idx.c < len(self.channel_names) else None
+
+
+def make_frame(info: StackInfo, idx: tuple[int, ...], data: np.ndarray,
+               time_s: float | None) -> Frame:
+    """Plane ``idx`` (in ``info.axes`` order) of a file as a Frame: every reader, the live ND2
+    reader and the zarr reader build their frames here (pushed frames: transport/ingest.py)."""
+    findex = info.frame_index(idx)
+    if time_s is None and info.time_increment_s is not None:
+        time_s = findex.t * info.time_increment_s
+    return Frame(data=data, index=findex, pixel_size_um=info.pixel_size_um,
+                 channel_name=info.channel_name(findex), time_s=time_s, stream=info.stream,
+                 source=str(info.path), z_step_um=info.z_step_um if "Z" in info.axes else None)

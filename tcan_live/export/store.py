@@ -65,7 +65,6 @@ from tcan_live.frame import Frame, FrameIndex
 from tcan_live.sources.folder import STATE_DIR
 from tcan_live.sources.naming import strip_image_suffix
 from tcan_live.transport.ingest import INGEST_STREAM_PREFIX
-from tcan_live.transport.wire import stream_id
 
 log = logging.getLogger(__name__)
 OUTPUT_SUFFIX = "_tcan.ome.tif"
@@ -147,6 +146,12 @@ def read_journal(out: Path) -> dict[str, dict[str, Any]]:
         entry["planes"] = Path(out) / (entry.get("planes") or _planes_relpath(rel))
         entry["frames"] = len(entry["done"])
     return found
+
+
+def _legacy_parts_name(stream: str) -> str:
+    """The parts file name of output folders written before the plane stores (frozen: it
+    must find those files whatever the wire's topic ids become)."""
+    return hashlib.sha1(stream.encode("utf-8", "surrogateescape")).hexdigest()[:12] + ".f32"
 
 
 def _planes_relpath(output_rel: str) -> str:
@@ -311,7 +316,7 @@ class OutputStore:
                          planes: dict[FrameIndex, int]) -> None:
         """A journal of an earlier version: its planes are in ``parts/<id>.f32`` (plane
         number in each record); copy them into the plane store once, then drop the file."""
-        parts = self.state / "parts" / f"{stream_id(st.stream)}.f32"
+        parts = self.state / "parts" / _legacy_parts_name(st.stream)
         if not parts.is_file():
             return
         n = parts.stat().st_size // (st.shape[0] * st.shape[1] * 4)

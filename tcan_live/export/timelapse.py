@@ -26,8 +26,8 @@ from tcan_live.errors import ConfigError
 from tcan_live.export.drift import Reference, common_crop, estimate_drift, shift_image, smooth
 from tcan_live.export.formats import strip_output_suffix, write_image
 from tcan_live.export.ometiff import OmeMeta
-from tcan_live.frame import resolve_pixel_size
-from tcan_live.sources.readers import StackInfo, open_stack
+from tcan_live.frame import StackInfo, resolve_pixel_size
+from tcan_live.sources.readers import open_stack
 from tcan_live.sources.tiffmeta import is_enhanced_output
 
 Progress = Callable[[str, int, int], None]

@@ -57,9 +57,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from tcan_live.frame import Frame
+from tcan_live.frame import Frame, StackInfo, make_frame
 from tcan_live.sources import nd2private
-from tcan_live.sources.readers import StackInfo, make_frame
 
 log = logging.getLogger(__name__)
 

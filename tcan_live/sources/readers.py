@@ -15,54 +15,18 @@ import logging
 import math
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self
 
 import numpy as np
 
 from tcan_live.errors import ReadError, UnsupportedInputError
-from tcan_live.frame import Frame, FrameIndex, plausible_pixel_size
+from tcan_live.frame import Frame, StackInfo, make_frame
 from tcan_live.sources import tiffmeta
 
 log = logging.getLogger(__name__)
-AXIS_TO_FIELD = {"T": "t", "C": "c", "Z": "z", "P": "p"}
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float16", "float32",
                     "float64")
-
-
-@dataclass(frozen=True)
-class StackInfo:
-    path: Path
-    format: str
-    axes: str  # leading axes in array order, letters from "PTCZ"
-    shape: tuple[int, ...]  # sizes of the leading axes
-    plane_shape: tuple[int, int]
-    dtype: np.dtype[Any]
-    pixel_size_um: float | None = None
-    channel_names: tuple[str, ...] = ()
-    time_increment_s: float | None = None
-    z_step_um: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # the one pixel-size rule, for every reader
-        object.__setattr__(self, "pixel_size_um",
-                           plausible_pixel_size(self.pixel_size_um, str(self.path)))
-
-    @property
-    def n_planes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
-
-    @property
-    def stream(self) -> str:
-        return str(self.path)
-
-    def frame_index(self, idx: tuple[int, ...]) -> FrameIndex:
-        return FrameIndex(**{AXIS_TO_FIELD[a]: int(i) for a, i in zip(self.axes, idx, strict=True)})
-
-    def channel_name(self, idx: FrameIndex) -> str | None:
-        return self.channel_names[idx.c] if idx.c < len(self.channel_names) else None
 
 
 class StackReader(Protocol):
@@ -92,16 +56,6 @@ def check_dtype(path: Path, dtype: np.dtype[Any]) -> None:
     if dtype.name not in SUPPORTED_DTYPES:
         raise UnsupportedInputError(path, f"pixel type {dtype} is not supported "
                                           f"(expected one of {', '.join(SUPPORTED_DTYPES)})")
-
-
-def make_frame(info: StackInfo, idx: tuple[int, ...], data: np.ndarray,
-               time_s: float | None) -> Frame:
-    findex = info.frame_index(idx)
-    if time_s is None and info.time_increment_s is not None:
-        time_s = findex.t * info.time_increment_s
-    return Frame(data=data, index=findex, pixel_size_um=info.pixel_size_um,
-                 channel_name=info.channel_name(findex), time_s=time_s, stream=info.stream,
-                 source=str(info.path), z_step_um=info.z_step_um if "Z" in info.axes else None)
 
 
 class _Closing:

@@ -13,7 +13,7 @@ from tcan_live.frame import warn_once
 if TYPE_CHECKING:
     import tifffile
 
-    from tcan_live.sources.readers import StackInfo
+    from tcan_live.frame import StackInfo
 
 
 # tifffile axis codes -> ours (T time, C channel, Z depth, P position)
@@ -62,7 +62,7 @@ def first_header_on_disk(tif: tifffile.TiffFile) -> bool:
 
 
 def describe(path: Path, tif: tifffile.TiffFile) -> tuple[StackInfo, int]:
-    from tcan_live.sources.readers import StackInfo
+    from tcan_live.frame import StackInfo
 
     series = list(tif.series)
     s0 = series[0]

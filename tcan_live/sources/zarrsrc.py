@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from tcan_live.errors import ReadError, UnsupportedInputError
-from tcan_live.frame import Frame
+from tcan_live.frame import Frame, StackInfo, make_frame
 from tcan_live.sources.formats import ZARR_DIR_SUFFIX
-from tcan_live.sources.readers import SUPPORTED_DTYPES, StackInfo, check_plane_size, make_frame
+from tcan_live.sources.readers import SUPPORTED_DTYPES, check_plane_size
 from tcan_live.sources.tiffmeta import ENHANCED_MARKERS
 
 METADATA_FILES = ("zarr.json", ".zgroup", ".zarray")
