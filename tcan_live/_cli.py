@@ -98,6 +98,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from tcan_live.sim.simulate import Camera, Optics
 
+    for name, value, low in (("--n", args.n, 1), ("--size", args.size, 16),
+                             ("--frames", args.frames, 1), ("--channels", args.channels, 1)):
+        if value < low:
+            raise ConfigError(f"{name} must be at least {low} (got {value})")
+    if args.pixel_size_um <= 0 or (args.photons is not None and args.photons <= 0):
+        raise ConfigError("--pixel-size-um and --photons must be positive")
     optics = Optics(pixel_size_um=args.pixel_size_um, confocal_fwhm_nm=args.confocal_fwhm_nm,
                     sted_fwhm_nm=args.sted_fwhm_nm)
     camera = (None if args.photons is None else

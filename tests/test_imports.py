@@ -96,3 +96,20 @@ def test_the_rules_see_the_package() -> None:
     """The checks above can fail: they find torch in sr and zmq in transport."""
     assert _uses("sr.network", "torch") and _uses("transport.publisher", "zmq")
     assert "transport.wire" in _reach("viewer.app")
+
+
+def test_the_rules_fail_on_a_deliberate_violation(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The same checks, on the package with one violation added, fail."""
+    import pytest
+
+    for module, lib, check in (("viewer.app", "torch", test_torch_only_where_the_network_is),
+                               ("sources.folder", "zmq", test_zmq_only_in_the_transport),
+                               ("frame", "tcan_live.sr.enhancer",
+                                test_light_layers_never_reach_torch),
+                               ("sim.domain", "tcan_live.train.trainer",
+                                test_the_simulator_is_below_sr_and_train_and_sr_below_train)):
+        monkeypatch.setitem(IMPORTS, module, IMPORTS[module] | {lib})
+        with pytest.raises(AssertionError):
+            check()
+        monkeypatch.setitem(IMPORTS, module, IMPORTS[module] - {lib})
+        check()  # and passes again without it

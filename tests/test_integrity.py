@@ -570,3 +570,26 @@ def test_typed_options_are_checked_for_every_command(tmp_path: Path, argv: list[
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and flag in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["enhance", "MISSING", "-o", "OUT"],
+    ["export", "MISSING", "-o", "OUT/x.ome.tif"],
+    ["watch", "MISSING", "--output", "OUT", "--no-panel"],
+    ["train", "MISSING", "--out", "OUT/m", "--steps", "1"],
+    ["evaluate", "MISSING"],
+    ["models", "export", "--model", "MISSING", "--out", "OUT/m.onnx"],
+    ["simulate", "OUT/s", "--n", "-1"],
+    ["demo", "--frames", "0"],
+])
+def test_every_command_fails_in_one_line_on_bad_input(tmp_path: Path, argv: list[str],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from tcan_live._cli import main
+
+    argv = [a.replace("MISSING", str(tmp_path / "no-such-thing")).replace("OUT", str(tmp_path
+                                                                                     / "o"))
+            for a in argv]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tcan-live: error: "), err
+    assert "Traceback" not in err[0]
