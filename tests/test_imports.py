@@ -69,6 +69,11 @@ def test_torch_only_where_the_network_is() -> None:
     assert not bad, f"torch imported outside {TORCH_ALLOWED}: {bad}"
 
 
+def test_argparse_only_in_the_command_line_package() -> None:
+    bad = [m for m in MODULES if _uses(m, "argparse") and not m.startswith("_cli")]
+    assert not bad, f"argparse imported outside tcan_live/_cli/: {bad}"
+
+
 def test_zmq_only_in_the_transport() -> None:
     bad = [m for m in MODULES if _uses(m, "zmq") and not m.startswith("transport")]
     assert not bad, f"zmq imported outside transport/: {bad}"
@@ -103,6 +108,8 @@ def test_the_rules_fail_on_a_deliberate_violation(monkeypatch) -> None:  # type:
     import pytest
 
     for module, lib, check in (("viewer.app", "torch", test_torch_only_where_the_network_is),
+                               ("daemon", "argparse",
+                                test_argparse_only_in_the_command_line_package),
                                ("sources.folder", "zmq", test_zmq_only_in_the_transport),
                                ("frame", "tcan_live.sr.enhancer",
                                 test_light_layers_never_reach_torch),

@@ -17,13 +17,14 @@ journal, encode, publish).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from tcan_live._cli.bench import parse_script
 
 
 def run(size: int, frames: int, model: str | None, interval_s: float) -> dict[str, object]:
@@ -84,12 +85,7 @@ def run(size: int, frames: int, model: str | None, interval_s: float) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--sizes", default="512,2048")
-    p.add_argument("--frames", type=int, default=5)
-    p.add_argument("--model", default=None)
-    p.add_argument("--write-docs", action="store_true")
-    args = p.parse_args(argv)
+    args = parse_script('daemon', argv, __doc__)
     from tcan_live.bench.report import emit, machine, table
 
     rows = []

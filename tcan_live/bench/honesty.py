@@ -23,7 +23,6 @@ passes).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tcan_live._cli.bench import parse_script
+from tcan_live.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_PAIRS = (("tagan_axonal_rings_train_axons_0.tif", (0, 1)),
@@ -206,24 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     from tcan_live.sim.domain import FAMILIES, HELDOUT_FAMILIES
     from tcan_live.sr.enhancer import Enhancer
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", action="append", required=True, help="model id or folder")
-    p.add_argument("--families", default=",".join(
-        [*HELDOUT_FAMILIES, "filaments", "vesicles", "lattice", "cytoplasm", "nucleus"]))
-    p.add_argument("--photons", default="10,30,100")
-    p.add_argument("--n", type=int, default=6, help="images per family and photon level")
-    p.add_argument("--size", type=int, default=160)
-    p.add_argument("--seed", type=int, default=9000)
-    p.add_argument("--real", default=str(REPO.parent / "shared" / "data" / "confocal_sted"))
-    p.add_argument("--out", default=str(REPO / "docs"), help="docs folder to write into")
-    p.add_argument("--threads", type=int, default=None)
-    a = p.parse_args(argv)
+    a = parse_script('honesty', argv, __doc__)
     if a.threads:
         torch.set_num_threads(a.threads)
     families = a.families.split(",")
     unknown = set(families) - set(FAMILIES) - set(HELDOUT_FAMILIES)
     if unknown:
-        p.error(f"unknown families {sorted(unknown)}")
+        raise ConfigError(f"unknown families {sorted(unknown)}")
     photons = [float(x) for x in a.photons.split(",")]
     enhancers = {m: Enhancer(m, device="cpu") for m in a.model}
     names = {m: e.model_id for m, e in enhancers.items()}

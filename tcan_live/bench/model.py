@@ -3,7 +3,6 @@ model's dominant operation (a 3x3 convolution at the model's width), stage break
 
 from __future__ import annotations
 
-import argparse
 import resource
 import tempfile
 import time
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tcan_live.commands import BenchOptions
 from tcan_live.errors import ConfigError
 from tcan_live.sr.device import sync
 
@@ -266,7 +266,7 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
     return rows, stages, info
 
 
-def bench_from_cli(args: argparse.Namespace) -> int:
+def bench_from_cli(args: BenchOptions) -> int:
     from tcan_live.bench.report import emit, machine, table
 
     if args.threads:

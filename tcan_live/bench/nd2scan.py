@@ -14,7 +14,6 @@ that no real file in the repository has.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import struct
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from tcan_live._cli.bench import parse_script
 from tcan_live.bench.report import emit, machine, table
 from tcan_live.sources import nd2live
 
@@ -157,13 +157,7 @@ def run(frames: int, size: int, folder: Path) -> list[dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--frames", type=int, default=1000)
-    p.add_argument("--size", type=int, default=1024, help="frame edge in px (uint16)")
-    p.add_argument("--folder", type=Path, default=None, help="where the file grows (a temp "
-                   "folder on the same disk by default)")
-    p.add_argument("--write-docs", action="store_true")
-    a = p.parse_args(argv)
+    a = parse_script('nd2scan', argv, __doc__)
     with tempfile.TemporaryDirectory(dir=a.folder) as tmp:
         rows = run(a.frames, a.size, Path(tmp))
     body = (f"Live ND2 scan cost, {a.size} x {a.size} 16-bit frames, a file grown frame by frame "

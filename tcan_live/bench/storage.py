@@ -12,13 +12,13 @@ the finished output, and the wall time of each frame's ``add`` + ``flush``.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from tcan_live._cli.bench import parse_script
 from tcan_live.bench.report import emit, machine, table
 from tcan_live.export.store import OutputStore
 from tcan_live.frame import Frame, FrameIndex
@@ -85,13 +85,7 @@ def run(fmt: str, frames: int, size: int, folder: Path, interval_s: float = 5.0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--frames", type=int, default=1000)
-    p.add_argument("--size", type=int, default=512, help="frame edge in px (float32)")
-    p.add_argument("--folder", type=Path, default=None, help="where to write (a temp folder "
-                   "on the default disk if not given)")
-    p.add_argument("--write-docs", action="store_true")
-    a = p.parse_args(argv)
+    a = parse_script('storage', argv, __doc__)
     rows = []
     for fmt in ("ome-tiff", "ome-zarr"):
         with tempfile.TemporaryDirectory(dir=a.folder) as tmp:

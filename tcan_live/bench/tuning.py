@@ -13,7 +13,6 @@ defaults are chosen from; it is written into docs/benchmarks.md by ``--write-doc
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -23,10 +22,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
+
+from tcan_live._cli.bench import parse_script
 
 
 def _frame(size: int) -> np.ndarray:
@@ -266,20 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     from tcan_live.bench.report import emit, machine, table
     from tcan_live.sr.hostmem import supported
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--model", default=None)
-    p.add_argument("--size", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--compile", action="store_true", help="add a torch.compile row (slow)")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU table")
-    p.add_argument("--preset", default=None,
-                   help="(cuda) time a random-weight model of this architecture (tcan: the "
-                        "paper's widths); precision differences use --model")
-    p.add_argument("--write-docs", action="store_true")
-    p.add_argument("--default-only", action="store_true",
-                   help="print the default's seconds per frame as JSON (used for the "
-                        "allocator rows, which need fresh processes)")
-    args = p.parse_args(argv)
+    args = parse_script('tuning', argv, __doc__)
     if args.default_only:
         print(json.dumps(default_times_s(args.model, args.size, args.repeats)))
         return 0
@@ -308,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def gpu_main(args: argparse.Namespace) -> int:
+def gpu_main(args: SimpleNamespace) -> int:
     from tcan_live.bench.model import random_model
     from tcan_live.bench.report import emit, machine, table
 

@@ -232,8 +232,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 @command("bench")
 def cmd_bench(args: argparse.Namespace) -> int:
     from tcan_live.bench.model import bench_from_cli
+    from tcan_live.commands import BenchOptions, parse_options
 
-    return bench_from_cli(args)
+    return bench_from_cli(parse_options(BenchOptions, vars(args)))
 
 
 @command("demo")

@@ -1,0 +1,90 @@
+"""Options of the benchmark scripts (``python -m tcan_live.bench.<name>``), parsed here: the
+command-line package is the only place that knows ``argparse``; the scripts get plain typed
+values (a ``SimpleNamespace``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _daemon(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--sizes", default="512,2048")
+    p.add_argument("--frames", type=int, default=5)
+    p.add_argument("--model", default=None)
+    p.add_argument("--write-docs", action="store_true")
+    return p
+
+
+def _tuning(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--model", default=None)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="add a torch.compile row (slow)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU table")
+    p.add_argument("--preset", default=None,
+                   help="(cuda) time a random-weight model of this architecture (tcan: the "
+                        "paper's widths); precision differences use --model")
+    p.add_argument("--write-docs", action="store_true")
+    p.add_argument("--default-only", action="store_true",
+                   help="print the default's seconds per frame as JSON (used for the "
+                        "allocator rows, which need fresh processes)")
+    return p
+
+
+def _nd2scan(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--frames", type=int, default=1000)
+    p.add_argument("--size", type=int, default=1024, help="frame edge in px (uint16)")
+    p.add_argument("--folder", type=Path, default=None, help="where the file grows (a temp "
+                   "folder on the same disk by default)")
+    p.add_argument("--write-docs", action="store_true")
+    return p
+
+
+def _storage(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--frames", type=int, default=1000)
+    p.add_argument("--size", type=int, default=512, help="frame edge in px (float32)")
+    p.add_argument("--folder", type=Path, default=None, help="where to write (a temp folder "
+                   "on the default disk if not given)")
+    p.add_argument("--write-docs", action="store_true")
+    return p
+
+
+def _honesty(doc: str | None) -> argparse.ArgumentParser:
+    from tcan_live.sim.domain import HELDOUT_FAMILIES
+
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--model", action="append", required=True, help="model id or folder")
+    p.add_argument("--families", default=",".join(
+        [*HELDOUT_FAMILIES, "filaments", "vesicles", "lattice", "cytoplasm", "nucleus"]))
+    p.add_argument("--photons", default="10,30,100")
+    p.add_argument("--n", type=int, default=6, help="images per family and photon level")
+    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--seed", type=int, default=9000)
+    p.add_argument("--real", default=str(REPO.parent / "shared" / "data" / "confocal_sted"))
+    p.add_argument("--out", default=str(REPO / "docs"), help="docs folder to write into")
+    p.add_argument("--threads", type=int, default=None)
+    return p
+
+
+_PARSERS: dict[str, Callable[[str | None], argparse.ArgumentParser]] = {
+    'daemon': _daemon,
+    'tuning': _tuning,
+    'nd2scan': _nd2scan,
+    'storage': _storage,
+    'honesty': _honesty,
+}
+
+
+def parse_script(name: str, argv: Sequence[str] | None, doc: str | None) -> SimpleNamespace:
+    """The options of benchmark script ``name`` (its module doc as the help text)."""
+    description = doc.split("\n\n")[0] if doc else None
+    return SimpleNamespace(**vars(_PARSERS[name](description).parse_args(argv)))
