@@ -97,6 +97,36 @@ def test_the_simulator_is_below_sr_and_train_and_sr_below_train() -> None:
         assert not bad, f"{name} imports {bad}"
 
 
+# docs/architecture.md's rows: a module imports only rows below its own, or to its left in its
+# row; the first row (entry points) is exempt
+ROWS = [["_cli", "bench"],
+        ["", "daemon", "demo", "enhance_files", "record", "export.run", "viewer", "micromanager"],
+        ["sinks", "panel"],
+        ["sources", "transport", "sr", "train", "distributed", "export"],
+        ["pipeline", "commands", "settings"],
+        ["errors", "frame", "resample", "sim"]]
+
+
+def _place(name: str) -> tuple[int, int, str]:
+    found = [(r, c, g) for r, row in enumerate(ROWS) for c, g in enumerate(row)
+             if name == g or (g and name.startswith(g + "."))]
+    assert found, f"{name} is in no row of docs/architecture.md's diagram"
+    return max(found, key=lambda f: len(f[2]))
+
+
+def test_imports_follow_the_layer_diagram() -> None:
+    bad = []
+    for name in MODULES:
+        here = _place(name)
+        for other in _own(name):
+            there = _place(other)
+            if here[0] == 0 or there[2] == here[2]:
+                continue
+            if not (there[0] > here[0] or (there[0] == here[0] and there[1] < here[1])):
+                bad.append(f"{name} -> {other}")
+    assert not bad, f"imports against the diagram: {bad}"
+
+
 def test_the_rules_see_the_package() -> None:
     """The checks above can fail: they find torch in sr and zmq in transport."""
     assert _uses("sr.network", "torch") and _uses("transport.publisher", "zmq")
@@ -114,7 +144,9 @@ def test_the_rules_fail_on_a_deliberate_violation(monkeypatch) -> None:  # type:
                                ("frame", "tcan_live.sr.enhancer",
                                 test_light_layers_never_reach_torch),
                                ("sim.domain", "tcan_live.train.trainer",
-                                test_the_simulator_is_below_sr_and_train_and_sr_below_train)):
+                                test_the_simulator_is_below_sr_and_train_and_sr_below_train),
+                               ("frame", "tcan_live.pipeline",
+                                test_imports_follow_the_layer_diagram)):
         monkeypatch.setitem(IMPORTS, module, IMPORTS[module] | {lib})
         with pytest.raises(AssertionError):
             check()
