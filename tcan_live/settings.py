@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tcan_live.errors import ConfigError
 
@@ -58,12 +58,23 @@ class Settings(BaseModel):
         "ome-tiff", description="of the saved stacks (export/formats.py)")
     flush_idle_s: float = Field(3.0, ge=0, description="an OME-TIFF is written once its "
                                 "stream is quiet this long (and 2x its longest gap)")
+    # accepted so that configuration files of earlier versions still start the service
+    flush_every_s: float | None = Field(None, description="no longer used (the output is "
+                                        "append-only since issue 19); ignored with a warning")
     replay_topics: int = Field(128, ge=0, description="newest frames kept for late joiners")
     replay_mb: float = Field(256.0, ge=0, description="their memory bound (MiB)")
     log_file: Path | None = None
     panel: bool = True
     uncertainty: bool = Field(False, description="also compute, publish and save each "
                               "frame's uncertainty map (4 extra forward passes per frame)")
+
+    @field_validator("flush_every_s")
+    @classmethod
+    def _retired(cls, value: float | None) -> float | None:
+        if value is not None:
+            log.warning("setting flush_every_s is no longer used (the output is written "
+                        "append-only, docs/operations.md); ignored")
+        return value
 
     def output_folder(self) -> Path:
         if self.output is not None:

@@ -291,3 +291,18 @@ def test_own_ome_zarr_outputs_are_never_enhanced_again(tiny_model: Path, tmp_pat
     assert wait_for(lambda: d.sources[0].tracked_count()[1] >= 1, 30)  # looked at, finished
     time.sleep(1.0)
     assert d.stats.frames_in == 0
+
+
+def test_a_configuration_of_an_earlier_version_still_loads(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`flush_every_s` (periodic OME-TIFF rewrites, retired by issue 19) in a service's TOML
+    must not stop the service from starting: ignored, with a warning."""
+    import logging
+
+    from tcan_live.settings import load_settings
+
+    cfg = tmp_path / "tcan-live.toml"
+    cfg.write_text("flush_idle_s = 3.0\nflush_every_s = 60.0\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        s = load_settings(cfg, env={})
+    assert s.flush_idle_s == 3.0 and "flush_every_s is no longer used" in caplog.text
