@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from tcan_live.pipeline import Processed
-from tcan_live.sr.uncertainty import DEFAULT_PASSES
+from tcan_live.sr.uncertainty import DEFAULT_PASSES, frame_score
+from tcan_live.transport.wire import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ class PublisherSink:
                                       replay_bytes=self.replay_bytes)
 
     def put(self, item: Processed) -> None:
-        from tcan_live.transport.wire import DTYPES
-
         frame, header = item.frame, item.header
         raw = np.asarray(frame.data)
         if raw.dtype.name not in DTYPES:  # the wire's own list of what it carries
@@ -101,18 +100,16 @@ class StoreSink:
             self.store.close()
 
 
-class UncertaintySink:
+class UncertaintySink(StoreSink):
     """After the frame is out: its uncertainty map, published as an ``uncertainty`` message
-    (protocol version 2) with the frame score, and saved in its own store."""
+    (protocol version 2) with the frame score, and saved in its own store (kept like the
+    enhanced frames' store: the same idle and close)."""
 
     def __init__(self, enhancer: Any, publisher: PublisherSink, store: Any,
                  flush_idle_s: float) -> None:
-        self.enhancer, self.publisher, self.store = enhancer, publisher, store
-        self.flush_idle_s = flush_idle_s
+        super().__init__(store, flush_idle_s)
+        self.enhancer, self.publisher = enhancer, publisher
         self.last_score: float | None = None  # the newest frame's uncertainty score
-
-    def open(self) -> None:
-        pass
 
     def put(self, item: Processed) -> None:
         try:
@@ -122,8 +119,6 @@ class UncertaintySink:
                         item.frame.index.as_dict(), type(err).__name__, err)
 
     def _put(self, item: Processed) -> None:
-        from tcan_live.sr.uncertainty import frame_score
-
         frame, res = item.frame, item.result
         t0 = time.perf_counter()
         unc = self.enhancer.uncertainty(frame.data, item.pixel_size_um, source=frame.source,
@@ -136,12 +131,3 @@ class UncertaintySink:
                             "passes": DEFAULT_PASSES,
                             "ms": round(1000 * (time.perf_counter() - t0), 2)}}, unc)
         self.store.add(frame, unc, res.pixel_size_um)
-
-    def idle(self) -> None:
-        self.store.flush(idle_s=self.flush_idle_s)
-
-    def close(self) -> None:
-        try:
-            self.store.flush()
-        finally:
-            self.store.close()

@@ -15,7 +15,7 @@ from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
 from tcan_live.export.omezarr import ZARR_SUFFIX, ZarrMeta, write_ome_zarr
 
 FORMATS = ("ome-tiff", "ome-zarr")
-TIFF_SUFFIXES = (".ome.tif", ".ome.tiff")
+OME_TIFF_SUFFIXES = (".ome.tif", ".ome.tiff")
 _SUFFIX = {"ome-tiff": ".ome.tif", "ome-zarr": ZARR_SUFFIX}
 
 
@@ -28,7 +28,7 @@ def output_suffix(fmt: str) -> str:
 def format_of(path: Path | str) -> str | None:
     """The format an output name asks for, by its suffix; None if it names none."""
     name = str(path).rstrip("/\\").lower()
-    if name.endswith(TIFF_SUFFIXES):
+    if name.endswith(OME_TIFF_SUFFIXES):
         return "ome-tiff"
     if name.endswith(ZARR_SUFFIX):
         return "ome-zarr"
@@ -41,7 +41,7 @@ def check_output_path(path: Path, fmt: str | None = None) -> tuple[Path, str]:
     found = format_of(path)
     if found is None:
         raise ConfigError(f"{path}: unknown output suffix; expected a name ending in "
-                          f"{', '.join(TIFF_SUFFIXES)} (OME-TIFF) or {ZARR_SUFFIX} (OME-Zarr)")
+                          f"{', '.join(OME_TIFF_SUFFIXES)} (OME-TIFF) or {ZARR_SUFFIX} (OME-Zarr)")
     if fmt is not None and fmt != found:
         raise ConfigError(f"{path}: the name says {found} but --format says {fmt}")
     return path, found
@@ -50,7 +50,7 @@ def check_output_path(path: Path, fmt: str | None = None) -> tuple[Path, str]:
 def strip_output_suffix(name: str) -> str:
     """A name without its output format's suffix."""
     low = name.lower()
-    for ext in (*TIFF_SUFFIXES, ZARR_SUFFIX):
+    for ext in (*OME_TIFF_SUFFIXES, ZARR_SUFFIX):
         if low.endswith(ext):
             return name[: -len(ext)]
     return name

@@ -58,7 +58,7 @@ from typing import IO, Any
 import numpy as np
 
 from tcan_live.errors import ConfigError
-from tcan_live.export.formats import TIFF_SUFFIXES, output_suffix
+from tcan_live.export.formats import output_suffix, strip_output_suffix
 from tcan_live.export.ometiff import OmeMeta, write_ome_tiff
 from tcan_live.export.omezarr import ZARR_SUFFIX, PlaneStore, ZarrMeta
 from tcan_live.frame import Frame, FrameIndex
@@ -159,11 +159,7 @@ def _planes_relpath(output_rel: str) -> str:
     doc); an OME-Zarr output is its own plane store."""
     if output_rel.endswith(ZARR_SUFFIX):
         return output_rel
-    stem = output_rel
-    for ext in TIFF_SUFFIXES:
-        if stem.endswith(ext):
-            stem = stem[: -len(ext)]
-    return str(Path(STATE_DIR) / "live" / (stem + ZARR_SUFFIX))
+    return str(Path(STATE_DIR) / "live" / (strip_output_suffix(output_rel) + ZARR_SUFFIX))
 
 
 class _Lock:
@@ -463,7 +459,7 @@ class OutputStore:
         st.time_increment = _time_increment(st.times)
         store.set_meta(self._zarr_meta(st))
         path = self.output_path(st.stream)
-        if self.fmt == "ome-zarr" or path.name.endswith(ZARR_SUFFIX):
+        if path.name.endswith(ZARR_SUFFIX):
             return path  # the plane store is the output
         idx = list(st.planes)
         size = {a: max(getattr(i, a) for i in idx) + 1 for a in "tczp"}

@@ -92,11 +92,6 @@ class Tracked:
     live: Any = None  # an ND2 being written: its nd2live.LiveND2
 
 
-def kind_of(path: Path) -> str | None:
-    """What a path is (sources/formats.py): by name on every event, by content when scanned."""
-    return kind_by_name(path)
-
-
 class FolderSource:
     def __init__(
         self, root: Path, *, emit: EmitFn, on_error: ErrorFn, is_done: DoneFn | None = None,
@@ -233,9 +228,9 @@ class FolderSource:
     # -- events (watchdog thread): only mark paths --------------------------------------------
     def touch(self, path: Path, closed: bool = False) -> None:
         path = Path(path)
-        if is_ignored(path) or kind_of(path) is None:
+        if is_ignored(path) or kind_by_name(path) is None:
             return
-        kind = kind_of(path)
+        kind = kind_by_name(path)
         if kind == "ndtiff":
             path = path.parent  # the dataset folder is the unit
         elif kind == "zarr":

@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 # tifffile axis codes -> ours (T time, C channel, Z depth, P position)
 AXIS_MAP = {"T": "T", "I": "T", "Q": "T", "C": "C", "Z": "Z", "R": "P", "M": "P", "P": "P",
             "V": "P"}
+# length and time units of every reader (OME and ImageJ symbols, NGFF/UDUNITS names)
 UNIT_TO_UM = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "\\u00B5m": 1.0, "mm": 1e3,
-              "cm": 1e4, "m": 1e6}
-TIME_TO_S = {"ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
+              "cm": 1e4, "m": 1e6, "nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3,
+              "centimeter": 1e4, "meter": 1e6}
+TIME_TO_S = {"ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "millisecond": 1e-3,
+             "second": 1.0, "minute": 60.0, "hour": 3600.0}
 
 
 # TIFF field types -> bytes per value

@@ -39,15 +39,11 @@ from tcan_live.errors import ReadError, UnsupportedInputError
 from tcan_live.frame import Frame, StackInfo, make_frame
 from tcan_live.sources.formats import ZARR_DIR_SUFFIX
 from tcan_live.sources.readers import SUPPORTED_DTYPES, check_plane_size
-from tcan_live.sources.tiffmeta import ENHANCED_MARKERS
+from tcan_live.sources.tiffmeta import ENHANCED_MARKERS, TIME_TO_S, UNIT_TO_UM
 
 METADATA_FILES = ("zarr.json", ".zgroup", ".zarray")
 _AXIS = {"t": "T", "time": "T", "c": "C", "channel": "C", "ch": "C", "z": "Z", "p": "P",
          "position": "P", "pos": "P"}
-_UNIT_UM = {"micrometer": 1.0, "micron": 1.0, "um": 1.0, "µm": 1.0, "nanometer": 1e-3,
-            "nm": 1e-3, "millimeter": 1e3, "mm": 1e3, "meter": 1e6, "m": 1e6}
-_UNIT_S = {"second": 1.0, "s": 1.0, "millisecond": 1e-3, "ms": 1e-3, "minute": 60.0,
-           "hour": 3600.0}
 
 
 def dataset_root(path: Path, below: Path | None = None) -> Path | None:
@@ -242,10 +238,10 @@ def _scale(ds: dict[str, Any], ms: dict[str, Any]) -> tuple[float | None, float 
         if not isinstance(axis, dict):
             continue
         name, unit = str(axis.get("name", "")).lower(), str(axis.get("unit") or "").lower()
-        if name in ("x", "z") and unit in _UNIT_UM:
-            out[name] = scale[k] * _UNIT_UM[unit]
-        elif name in ("t", "time") and unit in _UNIT_S:
-            out["t"] = scale[k] * _UNIT_S[unit]
+        if name in ("x", "z") and unit in UNIT_TO_UM:
+            out[name] = scale[k] * UNIT_TO_UM[unit]
+        elif name in ("t", "time") and unit in TIME_TO_S:
+            out["t"] = scale[k] * TIME_TO_S[unit]
     return out["x"], out["z"], out["t"]
 
 
