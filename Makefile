@@ -28,15 +28,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff mypy
-	$(BIN)/ruff check tcan_live tests
+	$(BIN)/ruff check tcan_live tests benchmarks tools
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m tcan_live.bench.daemon --write-docs
-	$(BIN)/tcan-live bench --write-docs
-	$(BIN)/python -m tcan_live.bench.tuning --compile --write-docs
-	$(BIN)/python -m tcan_live.bench.nd2scan --write-docs
-	$(BIN)/python -m tcan_live.bench.storage --write-docs
+	$(BIN)/python -m benchmarks.daemon --write-docs
+	$(BIN)/python -m benchmarks.model --write-docs
+	$(BIN)/python -m benchmarks.tuning --compile --write-docs
+	$(BIN)/python -m benchmarks.nd2scan --write-docs
+	$(BIN)/python -m benchmarks.storage --write-docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output

@@ -67,14 +67,6 @@ class DemoOptions(ModelOptions):
     out: Path = Path("demo-output")
 
 
-class BenchOptions(ModelOptions):
-    preset: str | None = None
-    sizes: str = "512,1024,2048"
-    repeats: int = Field(2, ge=1)
-    threads: int | None = Field(None, ge=1)
-    write_docs: bool = False
-
-
 class RecordOptions(_Options):
     address: str = "tcp://127.0.0.1:5557"
     output: Path

@@ -3,6 +3,7 @@ a file; :func:`make_frame`: a file's plane as a Frame. numpy only (the core)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,11 @@ class Frame:
 
 # ---------------------------------------------------------------------------------------------
 # stacks: what a reader knows of a file, and the one way a file's plane becomes a Frame
+
+def stream_id(stream: str) -> str:
+    """A short, topic-safe id for a stream (stable across runs; the wire's topics use it)."""
+    return hashlib.sha1(stream.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
 
 AXIS_TO_FIELD = {"T": "t", "C": "c", "Z": "z", "P": "p"}
 

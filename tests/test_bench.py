@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tcan_live.bench.report import table, write_section
+from benchmarks.report import table, write_section
 
 
 def test_write_section_replaces_only_its_block(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_table_formats_rows() -> None:
 
 @pytest.mark.slow
 def test_model_bench_reports_flops_times_and_ratios(tiny_model: Path) -> None:
-    from tcan_live.bench.model import bench
+    from benchmarks.model import bench
 
     rows, stages, info = bench(str(tiny_model), [128, 200], "cpu", 1, None)
     assert [r["frame"] for r in rows] == ["128x128", "200x200"]
@@ -59,7 +59,7 @@ def test_model_bench_reports_flops_times_and_ratios(tiny_model: Path) -> None:
 def test_flops_are_counted_the_same_through_the_fused_path(tiny_model: Path) -> None:
     """The FLOP counter does not know oneDNN's fused op: the bench counts through the modules,
     so the fused Enhancer reports the unfused one's FLOPs and keeps its fused forward."""
-    from tcan_live.bench.model import frame_flops
+    from benchmarks.model import frame_flops
     from tcan_live.sr.enhancer import Enhancer
 
     fused = Enhancer(str(tiny_model), device="cpu", warmup=False)
@@ -73,7 +73,7 @@ def test_roofline_counts_per_tile_at_any_batch(tiny_model: Path) -> None:
     """The roofline is timed at the Enhancer's tile batch (GPUs run 8) but counted per tile."""
     import torch
 
-    from tcan_live.bench.model import conv_roofline_s, conv_shapes
+    from benchmarks.model import conv_roofline_s, conv_shapes
     from tcan_live.sr.model import load_generator
 
     cpu = torch.device("cpu")
@@ -85,7 +85,7 @@ def test_roofline_counts_per_tile_at_any_batch(tiny_model: Path) -> None:
 
 
 def test_dominant_conv_is_the_one_with_most_flops() -> None:
-    from tcan_live.bench.model import dominant_conv
+    from benchmarks.model import dominant_conv
 
     shapes = {(16, 16, 3, 256, 256): 10, (64, 64, 3, 64, 64): 8, (1, 16, 3, 256, 256): 50,
               (16, 16, 1, 256, 256): 100}
@@ -96,7 +96,7 @@ def test_dominant_conv_is_the_one_with_most_flops() -> None:
 
 @pytest.mark.slow
 def test_tuning_compares_settings_against_the_default(tiny_model: Path) -> None:
-    from tcan_live.bench.tuning import (
+    from benchmarks.tuning import (
         allocator_rows,
         enhancer_rows,
         onnx_rows,
@@ -125,7 +125,7 @@ def test_tuning_compares_settings_against_the_default(tiny_model: Path) -> None:
 
 def test_honesty_bench_writes_tables_for_each_family_and_photon_level(tiny_model: Path,
                                                                       tmp_path: Path) -> None:
-    from tcan_live.bench import honesty
+    from benchmarks import honesty
 
     assert honesty.main(["--model", str(tiny_model), "--families", "asters,vesicles",
                          "--photons", "10,100", "--n", "2", "--size", "64", "--out",

@@ -253,7 +253,7 @@ def _commands_in_docs() -> list[tuple[Path, str]]:
             for line in chunk.splitlines():
                 line = line.split(" #", 1)[0]
                 for part in re.split(r"&&|\||;", line):
-                    if "tcan-live " in part or "tcan_live." in part:
+                    if "tcan-live " in part or "benchmarks." in part:
                         found.append((doc, part.strip()))
     return found
 
@@ -266,7 +266,7 @@ def test_every_documented_option_is_accepted() -> None:
     problems = []
     for doc, cmd in _commands_in_docs():
         m = re.search(r"tcan-live\s+([a-z]+)(.*)", cmd)
-        mm = re.search(r"python -m (tcan_live\.bench\.[a-z0-9_]+)(.*)", cmd)
+        mm = re.search(r"python -m (benchmarks\.[a-z0-9_]+)(.*)", cmd)
         if mm:
             known = modules.setdefault(mm.group(1), _module_flags(mm.group(1)))
             where, rest = mm.group(1), mm.group(2)

@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "tcan_live"
-TORCH_ALLOWED = ("sr", "train", "bench")  # packages that may import torch themselves
+TORCH_ALLOWED = ("sr", "train")  # packages that may import torch themselves
 LIGHT = ("frame", "errors", "settings", "resample", "sim", "sources", "export", "transport",
          "viewer.app",
          "viewer.plugin", "viewer.reader", "record", "panel", "pipeline")
@@ -99,7 +99,7 @@ def test_the_simulator_is_below_sr_and_train_and_sr_below_train() -> None:
 
 # docs/architecture.md's rows: a module imports only rows below its own, or to its left in its
 # row; the first row (entry points) is exempt
-ROWS = [["_cli", "bench"],
+ROWS = [["_cli"],
         ["", "daemon", "demo", "enhance_files", "record", "export.run", "viewer", "micromanager"],
         ["sinks", "panel"],
         ["sources", "transport", "sr", "train", "distributed", "export"],
@@ -125,6 +125,18 @@ def test_imports_follow_the_layer_diagram() -> None:
             if not (there[0] > here[0] or (there[0] == here[0] and there[1] < here[1])):
                 bad.append(f"{name} -> {other}")
     assert not bad, f"imports against the diagram: {bad}"
+
+
+def test_the_benchmarks_are_outside_the_installed_package() -> None:
+    """The wheel ships ``tcan_live`` only: no benchmark lives in it, none of it imports the
+    benchmarks, and the benchmarks' ``argparse`` stays in their own command line."""
+    assert not (PKG / "bench").exists()
+    bad = [m for m in MODULES if any(i == "benchmarks" or i.startswith("benchmarks.")
+                                     for i in IMPORTS[m])]
+    assert not bad, f"the installed package imports the benchmarks: {bad}"
+    bench = PKG.parent / "benchmarks"
+    parsers = sorted(p.name for p in bench.glob("*.py") if "argparse" in _imports(p))
+    assert parsers == ["cli.py"], parsers
 
 
 def test_the_rules_see_the_package() -> None:

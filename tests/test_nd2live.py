@@ -22,7 +22,7 @@ import pytest
 from conftest import TEST_DATA
 from test_growth import Harness
 
-from tcan_live.bench.nd2scan import cell_image, chunks, synthetic_nd2
+from benchmarks.nd2scan import cell_image, chunks, synthetic_nd2
 from tcan_live.frame import Frame, FrameIndex
 from tcan_live.sources import nd2live, nd2private
 from tcan_live.sources.readers import ND2Reader

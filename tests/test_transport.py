@@ -12,6 +12,7 @@ import pytest
 import zmq
 
 from tcan_live.errors import ConfigError, ProtocolError
+from tcan_live.frame import stream_id
 from tcan_live.transport import wire
 from tcan_live.transport.publisher import ZmqPublisher, check_endpoint, create_keys
 from tcan_live.transport.subscriber import FrameSubscriber
@@ -22,7 +23,7 @@ def test_round_trip(dtype: str, rng: np.random.Generator) -> None:
     arr = (rng.random((7, 5)) * 100).astype(dtype)
     frames = wire.encode("enhanced", "/data/a.nd2", {"seq": 3, "index": {"t": 1}}, arr)
     msg = wire.decode([bytes(f) for f in frames])
-    assert msg.kind == "enhanced" and msg.topic == f"enhanced/{wire.stream_id('/data/a.nd2')}"
+    assert msg.kind == "enhanced" and msg.topic == f"enhanced/{stream_id('/data/a.nd2')}"
     assert msg.header["seq"] == 3 and msg.header["version"] == wire.KIND_VERSION["enhanced"] == 1
     assert msg.array is not None and msg.array.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(msg.array, arr)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine (no network there): the GPU tests, `tcan-live bench`
+# One prepared run on a lent GPU machine (no network there): the GPU tests, `python -m benchmarks.model`
 # for the paper-width model and the shipped one, and the GPU tuning table. Writes logs and the
 # updated docs/benchmarks.md to $OUT. Packages the machine lacks travel as wheels in .whl/
 # (git-ignored through .git/info/exclude), fetched here for its Python 3.12 with:
@@ -32,15 +32,15 @@ python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0)
   | tee -a "$OUT/gpu.txt"
 step pytest 100 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py \
   tests/test_metrics.py -k "gpu or trust"
-step bench-tcan 120 python3 -m tcan_live._cli bench --preset tcan --device cuda \
+step bench-tcan 120 python3 -m benchmarks.model --preset tcan --device cuda \
   --sizes 512,2048 --repeats 3 --write-docs
-python3 -c 'from pathlib import Path; from tcan_live.bench.model import random_model
+python3 -c 'from pathlib import Path; from benchmarks.model import random_model
 random_model("tcan", Path("/tmp/tcan-random"))'
-step daemon 120 python3 -m tcan_live.bench.daemon --sizes 512,2048 --frames 5 \
+step daemon 120 python3 -m benchmarks.daemon --sizes 512,2048 --frames 5 \
   --model /tmp/tcan-random --write-docs
-[ "${1:-}" = quick ] || step tuning 150 bash -c "python3 -m tcan_live.bench.tuning --device cuda --preset tcan \
-  --size 2048 --repeats 3 --write-docs && python3 -m tcan_live.bench.tuning --device cuda \
+[ "${1:-}" = quick ] || step tuning 150 bash -c "python3 -m benchmarks.tuning --device cuda --preset tcan \
+  --size 2048 --repeats 3 --write-docs && python3 -m benchmarks.tuning --device cuda \
   --preset tcan --size 512 --repeats 5 --write-docs"
-step bench-shipped 60 python3 -m tcan_live._cli bench --device cuda --sizes 512,2048 \
+step bench-shipped 60 python3 -m benchmarks.model --device cuda --sizes 512,2048 \
   --repeats 3 --write-docs
 cp docs/benchmarks.md "$OUT/benchmarks.md"

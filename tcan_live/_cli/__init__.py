@@ -229,14 +229,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("bench")
-def cmd_bench(args: argparse.Namespace) -> int:
-    from tcan_live.bench.model import bench_from_cli
-    from tcan_live.commands import BenchOptions, parse_options
-
-    return bench_from_cli(parse_options(BenchOptions, vars(args)))
-
-
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
     from tcan_live.commands import DemoOptions, parse_options
@@ -465,19 +457,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keys", help="create CURVE keys for remote viewers")
     p.add_argument("folder", help="where to write the keys")
     p.add_argument("--clients", default="viewer", help="comma-separated client names")
-
-    p = sub.add_parser("bench", help="measure the model and pipeline stages on this machine")
-    p.add_argument("--model", default=None)
-    p.add_argument("--preset", default=None,
-                   help="time a random-weight model of this architecture instead (tcan: the "
-                        "paper's widths)")
-    p.add_argument("--sizes", default="512,1024,2048", help="frame sizes in px")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--tile", type=int, default=None)
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
 
     p = sub.add_parser("demo", help="simulate a live acquisition and watch it (the main job)")
     p.add_argument("--frames", type=int, default=12)

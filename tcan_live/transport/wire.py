@@ -19,7 +19,6 @@ length does not match the header.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tcan_live.errors import ProtocolError
+from tcan_live.frame import stream_id
 
 FORMAT = "tcan-live"
 VERSION = 2  # the protocol; each message carries the version its kind needs (KIND_VERSION)
@@ -45,11 +45,6 @@ class Message:
     @property
     def kind(self) -> str:
         return self.topic.split("/", 1)[0]
-
-
-def stream_id(stream: str) -> str:
-    """A short, topic-safe id for a stream (stable across runs)."""
-    return hashlib.sha1(stream.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def encode(kind: str, stream: str, header: dict[str, Any],

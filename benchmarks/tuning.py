@@ -1,6 +1,6 @@
 """Measure the CPU/GPU settings the Enhancer could use, one change at a time.
 
-``python -m tcan_live.bench.tuning [--model M] [--size 512] [--repeats 3] [--compile]
+``python -m benchmarks.tuning [--model M] [--size 512] [--repeats 3] [--compile]
 [--write-docs]``
 
 Each row is the median time of ``Enhancer.enhance`` on one simulated frame with a single setting
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tcan_live._cli.bench import parse_script
+from benchmarks.cli import parse_script
 
 
 def _frame(size: int) -> np.ndarray:
@@ -135,7 +135,7 @@ def allocator_rows(model: str | None, size: int, repeats: int) -> list[dict[str,
     alternating, the median over all their frames."""
     from tcan_live.sr.hostmem import ENV
 
-    cmd = [sys.executable, "-m", "tcan_live.bench.tuning", "--default-only", "--size",
+    cmd = [sys.executable, "-m", "benchmarks.tuning", "--default-only", "--size",
            str(size), "--repeats", str(repeats)] + (["--model", model] if model else [])
     times: dict[str, list[float]] = {"1": [], "0": []}
     for _ in range(2):
@@ -265,7 +265,7 @@ def onnx_rows(model: str | None, repeats: int) -> list[dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tcan_live.bench.report import emit, machine, table
+    from benchmarks.report import emit, machine, table
     from tcan_live.sr.hostmem import supported
 
     args = parse_script('tuning', argv, __doc__)
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = onnx_rows(args.model, args.repeats)
     bf = precision_difference(args.model, args.size)
     body = "\n".join([
-        f"Measured with `python -m tcan_live.bench.tuning --size {args.size} --repeats "
+        f"Measured with `python -m benchmarks.tuning --size {args.size} --repeats "
         f"{args.repeats}{' --compile' if args.compile else ''}` on {machine()}. One "
         f"{args.size}x{args.size} frame through `Enhancer.enhance` (median; settings measured "
         "round-robin), one setting changed at a time; < 1.0 is faster.",
@@ -298,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def gpu_main(args: SimpleNamespace) -> int:
-    from tcan_live.bench.model import random_model
-    from tcan_live.bench.report import emit, machine, table
+    from benchmarks.model import random_model
+    from benchmarks.report import emit, machine, table
 
     with tempfile.TemporaryDirectory() as tmp:
         model = str(random_model(args.preset, Path(tmp) / args.preset)) if args.preset \
@@ -308,7 +308,7 @@ def gpu_main(args: SimpleNamespace) -> int:
     diffs = {p: precision_difference(args.model, 512, "cuda", p) for p in ("bf16", "fp16", "fp32")}
     preset = f" --preset {args.preset}" if args.preset else ""
     body = "\n".join([
-        f"Measured with `python -m tcan_live.bench.tuning --device cuda{preset} --size "
+        f"Measured with `python -m benchmarks.tuning --device cuda{preset} --size "
         f"{args.size} --repeats {args.repeats}` on {machine()}. One {args.size}x{args.size} "
         "frame through `Enhancer.enhance` (median s; the first frame, with cuDNN's algorithm "
         "search and the CUDA-graph capture, untimed and shown apart), "

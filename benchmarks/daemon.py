@@ -12,7 +12,7 @@ split into: detect+read (file closed -> frame queued by the folder source), in t
 around the forward pass (normalise ... trust check), and the rest (queue hand-off, save +
 journal, encode, publish).
 
-    python -m tcan_live.bench.daemon [--sizes 512,2048] [--frames 5] [--write-docs]
+    python -m benchmarks.daemon [--sizes 512,2048] [--frames 5] [--write-docs]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tcan_live._cli.bench import parse_script
+from benchmarks.cli import parse_script
 
 
 def run(size: int, frames: int, model: str | None, interval_s: float) -> dict[str, object]:
@@ -86,7 +86,7 @@ def run(size: int, frames: int, model: str | None, interval_s: float) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_script('daemon', argv, __doc__)
-    from tcan_live.bench.report import emit, machine, table
+    from benchmarks.report import emit, machine, table
 
     rows = []
     for s in (int(x) for x in args.sizes.split(",")):
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = resolve_model(args.model).name
     cuda = torch.cuda.is_available()
-    body = (f"Measured with `python -m tcan_live.bench.daemon --sizes {args.sizes} --frames "
+    body = (f"Measured with `python -m benchmarks.daemon --sizes {args.sizes} --frames "
             f"{args.frames}{' --model M' if args.model else ''}` on {machine()}; model "
             f"{model} on {'cuda' if cuda else 'cpu'}.\n\n" + table(rows))
     emit("daemon-overhead" + ("-cuda" if cuda else ""), body, args.write_docs)

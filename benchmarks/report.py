@@ -7,7 +7,7 @@ import platform
 import re
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def machine() -> str:
@@ -27,13 +27,9 @@ def machine() -> str:
 
 
 def write_section(name: str, body: str, path: Path = DOCS) -> None:
-    """Replace (or append) one marked section of ``path``; only in a source checkout (an
-    installed package never writes beside itself)."""
-    if path == DOCS and not (DOCS.parents[1] / "pyproject.toml").is_file():
-        from tcan_live.errors import ConfigError
-
-        raise ConfigError(f"--write-docs updates {DOCS} of a source checkout; this is an "
-                          "installed package (the numbers are printed above)")
+    """Replace (or append) one marked section of ``path`` (the benchmarks live in the source
+    checkout only, never in the installed package, so this never writes beside an installed
+    ``tcan_live``)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{body.rstrip()}\n{end}"

@@ -1,5 +1,6 @@
-"""``tcan-live bench``: FLOPs, time per frame, effective GFLOP/s against the measured peak of the
-model's dominant operation (a 3x3 convolution at the model's width), stage breakdown, memory."""
+"""``python -m benchmarks.model``: FLOPs, time per frame, effective GFLOP/s against the measured
+peak of the model's dominant operation (a 3x3 convolution at the model's width), stage
+breakdown, memory."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tcan_live.commands import BenchOptions
+from benchmarks.cli import parse_script
 from tcan_live.errors import ConfigError
 from tcan_live.sr.device import sync
 
@@ -266,8 +267,10 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
     return rows, stages, info
 
 
-def bench_from_cli(args: BenchOptions) -> int:
-    from tcan_live.bench.report import emit, machine, table
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import emit, machine, table
+
+    args = parse_script("model", argv, __doc__)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -285,7 +288,7 @@ def bench_from_cli(args: BenchOptions) -> int:
                                                            "tile")
                     if getattr(args, k) not in (None, "auto"))
     body = "\n".join([
-        f"`tcan-live bench --sizes {args.sizes} --repeats {args.repeats}{flags}` on "
+        f"`python -m benchmarks.model --sizes {args.sizes} --repeats {args.repeats}{flags}` on "
         f"{machine()}.",
         f"Model {info['model']} on {info['device']}, tiles up to {info['tile']} px (overlap "
         f"{info['overlap']}), batch {info['batch']}, {info['precision']}, "
@@ -320,3 +323,7 @@ def bench_from_cli(args: BenchOptions) -> int:
         section += f"-{info['precision']}"
     emit(section, body, args.write_docs)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Output store cost over a long acquisition: write amplification and per-frame save time.
 
-``python -m tcan_live.bench.storage [--frames 1000] [--size 512] [--write-docs]``
+``python -m benchmarks.storage [--frames 1000] [--size 512] [--write-docs]``
 
 Drives the daemon's :class:`OutputStore` as the daemon does (``add`` each enhanced frame, then
 ``flush(idle_s=3)`` between frames, ``flush()`` at shutdown) for a time-lapse at one frame every
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tcan_live._cli.bench import parse_script
-from tcan_live.bench.report import emit, machine, table
+from benchmarks.cli import parse_script
+from benchmarks.report import emit, machine, table
 from tcan_live.export.store import OutputStore
 from tcan_live.frame import Frame, FrameIndex
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run(fmt, a.frames, a.size, Path(tmp)))
     body = (f"Output store over a {a.frames}-frame time-lapse (one frame per 5 s on a simulated "
             f"clock, flush with idle 3 s between frames as the daemon does; `python -m "
-            f"tcan_live.bench.storage --frames {a.frames} --size {a.size}`); {machine()}.\n\n"
+            f"benchmarks.storage --frames {a.frames} --size {a.size}`); {machine()}.\n\n"
             + table(rows))
     emit("storage", body, a.write_docs)
     return 0

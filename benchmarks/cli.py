@@ -1,6 +1,7 @@
-"""Options of the benchmark scripts (``python -m tcan_live.bench.<name>``), parsed here: the
-command-line package is the only place that knows ``argparse``; the scripts get plain typed
-values (a ``SimpleNamespace``)."""
+"""Options of the benchmark scripts (``python -m benchmarks.<name>`` in a source checkout),
+parsed here: the benchmarks' own command line, the only ``argparse`` outside ``tcan_live._cli``
+(the scripts get plain typed values, a ``SimpleNamespace``). The benchmarks are not part of the
+installed package."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _daemon(doc: str | None) -> argparse.ArgumentParser:
@@ -75,7 +76,24 @@ def _honesty(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def _model(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--model", default=None)
+    p.add_argument("--preset", default=None,
+                   help="time a random-weight model of this architecture instead (tcan: the "
+                        "paper's widths)")
+    p.add_argument("--sizes", default="512,1024,2048", help="frame sizes in px")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    return p
+
+
 _PARSERS: dict[str, Callable[[str | None], argparse.ArgumentParser]] = {
+    'model': _model,
     'daemon': _daemon,
     'tuning': _tuning,
     'nd2scan': _nd2scan,

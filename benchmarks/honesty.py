@@ -14,7 +14,7 @@ uncertainty map find the detail that is wrong? Measured on data unlike the train
   against the real STED image, and one figure per pair: input | each model | its uncertainty |
   STED.
 
-    python -m tcan_live.bench.honesty --model tcan-broad-small --model tcan-sim-small
+    python -m benchmarks.honesty --model tcan-broad-small --model tcan-sim-small
 
 prints the tables and writes them to ``docs/evaluation/honesty.md`` with the figures in
 ``docs/images/`` (``--out`` elsewhere). CPU: about 1 s per image and model (the map is 4 extra
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from tcan_live._cli.bench import parse_script
+from benchmarks.cli import parse_script
 from tcan_live.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "evaluation").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
     md = [f"# Honesty of the picture: {', '.join(methods)}", "",
-          f"Written by `python -m tcan_live.bench.honesty {' '.join(sys.argv[1:])}` "
+          f"Written by `python -m benchmarks.honesty {' '.join(sys.argv[1:])}` "
           f"({time.strftime('%Y-%m-%d')}, {time.perf_counter() - t0:.0f} s on the CPU).",
           "Median over images. Detail-band error: NRMSE in the 60-200 nm band relative to the "
           "raw input's (1 = no added detail, below 1 more right than wrong, above 1 invented). "

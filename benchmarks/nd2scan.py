@@ -1,6 +1,6 @@
 """Live ND2 scan cost: does reading a growing ND2 cost the same per new frame at 2 GB as at 2 MB?
 
-``python -m tcan_live.bench.nd2scan [--frames 1000] [--size 1024] [--write-docs]``
+``python -m benchmarks.nd2scan [--frames 1000] [--size 1024] [--write-docs]``
 
 Builds an ND2 the way NIS-Elements writes it (the head chunks of a real NIS file, then one image
 chunk per frame, 4096-aligned) in a temporary folder, grows it frame by frame, and after each
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from tcan_live._cli.bench import parse_script
-from tcan_live.bench.report import emit, machine, table
+from benchmarks.cli import parse_script
+from benchmarks.report import emit, machine, table
 from tcan_live.sources import nd2live
 
 HEAD_FILE = Path(__file__).resolve().parents[2] / "tests" / "data" / "nd2" / "example-timelapse.nd2"
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=a.folder) as tmp:
         rows = run(a.frames, a.size, Path(tmp))
     body = (f"Live ND2 scan cost, {a.size} x {a.size} 16-bit frames, a file grown frame by frame "
-            f"to {rows[-1]['file size (MB)']} MB (`python -m tcan_live.bench.nd2scan --frames "
+            f"to {rows[-1]['file size (MB)']} MB (`python -m benchmarks.nd2scan --frames "
             f"{a.frames} --size {a.size}`); {machine()}.\n\n" + table(rows))
     emit("nd2-scan", body, a.write_docs)
     return 0
