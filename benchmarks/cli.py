@@ -92,8 +92,28 @@ def _model(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def _adapt(doc: str | None) -> argparse.ArgumentParser:
+    from tcan_live.sim.domain import HELDOUT_FAMILIES
+
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--model", default="tcan-broad-small")
+    p.add_argument("--families", default=",".join(HELDOUT_FAMILIES))
+    p.add_argument("--photons", default="10,30")
+    p.add_argument("--frames", default="8", help="frames to adapt on (comma list)")
+    p.add_argument("--budget-min", default="10", help="CPU minutes per case (comma list)")
+    p.add_argument("--test", type=int, default=4, help="unseen fields per case")
+    p.add_argument("--size", type=int, default=192)
+    p.add_argument("--prior", type=float, default=1.0, help="prior weight")
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--seed", type=int, default=4200)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--write-docs", action="store_true")
+    return p
+
+
 _PARSERS: dict[str, Callable[[str | None], argparse.ArgumentParser]] = {
     'model': _model,
+    'adapt': _adapt,
     'daemon': _daemon,
     'tuning': _tuning,
     'nd2scan': _nd2scan,

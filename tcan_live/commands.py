@@ -1,9 +1,10 @@
-"""Typed options of the file-producing commands (pydantic): the command line parses into these
-and the library takes them, so no ``argparse`` namespace goes below ``_cli.py`` for
-``enhance``, ``export``, ``record`` and ``demo`` (``watch`` has
-:class:`tcan_live.settings.Settings`, ``train`` its ``TrainConfig``).
-Bounds live here once (``tile`` >= 32 for every command, positive pixel sizes, ...); a value out
-of bounds is a one-line :class:`ConfigError` naming the option.
+"""Typed options of the commands (pydantic): the command line parses into these and the
+library takes them, so no ``argparse`` namespace goes below ``tcan_live._cli`` (``watch`` has
+:class:`tcan_live.settings.Settings`, ``train`` :class:`tcan_live.train.config.TrainConfig`
+plus :class:`TrainOptions`).
+Defaults and bounds live here once: the command line declares no default of its own (its
+help shows these), ``tile`` >= 32 for every command, positive pixel sizes, ...; a value out of
+bounds is a one-line :class:`ConfigError` naming the option.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tcan_live.errors import ConfigError
 
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"  # where the daemon publishes (loopback only)
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 Format = Literal["ome-tiff", "ome-zarr"]
 
 
@@ -68,7 +71,7 @@ class DemoOptions(ModelOptions):
 
 
 class RecordOptions(_Options):
-    address: str = "tcp://127.0.0.1:5557"
+    address: str = DEFAULT_ENDPOINT
     output: Path
     kind: Literal["enhanced", "raw"] = "enhanced"
     frames: int | None = Field(None, ge=1)
@@ -78,7 +81,92 @@ class RecordOptions(_Options):
     curve_keys: Path | None = None
 
 
-T = TypeVar("T", bound=_Options)
+class ViewOptions(_Options):
+    address: str = DEFAULT_ENDPOINT
+    buffer: int = Field(50, ge=1)
+    fps: float = Field(10.0, gt=0)
+    curve_keys: Path | None = None
+
+
+class KeysOptions(_Options):
+    folder: Path
+    clients: str = "viewer"
+
+
+class ModelsOptions(_Options):
+    models_action: Literal["list", "export"] = "list"
+    model: str | None = None
+    onnx: bool = False
+    bioimageio: Path | None = None
+    out: Path | None = None
+    size: int | None = Field(None, ge=32)
+
+
+class SimulateOptions(_Options):
+    out: Path
+    n: int = Field(100, ge=1)
+    size: int = Field(256, ge=16)
+    seed: int = 0
+    pixel_size_um: float = Field(0.05, gt=0)
+    confocal_fwhm_nm: float = Field(230.0, gt=0)
+    sted_fwhm_nm: float = Field(80.0, gt=0)
+    photons: float | None = Field(None, gt=0)
+    background: float = Field(2.0, ge=0)
+    simulator: Literal["broad", "classic"] = "broad"
+    families: str | None = None
+    acq_pixel_nm: float | None = Field(None, gt=0)
+    structures: str | None = None
+    timelapse: bool = False
+    frames: int = Field(20, ge=1)
+    interval: float = Field(0.0, ge=0)
+    drift: float = 0.3
+    channels: int = Field(1, ge=1, le=2)
+    layout: Literal["files", "ome-stack"] = "files"
+
+
+class EvaluateOptions(_Options):
+    pairs: Path
+    model: str | None = None
+    out: Path | None = None
+    planes: str = "0,1"
+    pixel_size_um: float | None = Field(None, gt=0)
+    confocal_fwhm_nm: float = Field(230.0, gt=0)
+    device: str = "auto"
+    limit: int | None = Field(None, ge=1)
+    uncertainty: bool = False
+    write_card: str | None = None
+
+
+class TrainOptions(_Options):
+    """What ``train`` takes besides :class:`~tcan_live.train.config.TrainConfig`."""
+
+    pairs: Path
+    out: Path
+    id: str | None = None
+    preset: str = "small"
+    planes: str = "0,1"
+    init: Path | None = None
+    restart: bool = False
+    device: str = "auto"
+
+
+class AdaptOptions(_Options):
+    inputs: list[Path] = Field(min_length=1)
+    out: Path
+    id: str | None = None
+    init: str | None = None  # None: the default model
+    budget_min: float = Field(10.0, gt=0)
+    steps: int = Field(100000, ge=1)
+    max_frames: int = Field(64, ge=1)
+    channel: int = Field(0, ge=0)
+    pixel_size_um: float | None = Field(None, gt=0)
+    prior_weight: float = Field(1.0, ge=0)
+    confocal_fwhm_nm: float | None = Field(None, gt=0)
+    device: str = "auto"
+    seed: int = 0
+
+
+T = TypeVar("T", bound=BaseModel)
 
 
 def parse_options(cls: type[T], values: dict[str, Any]) -> T:

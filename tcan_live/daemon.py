@@ -65,6 +65,10 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.failed: str | None = None
         self.unc_store: Any = None
+        # watch --adapt: (channel, Enhancer of the adapted model) once switched; events of the
+        # adaptation thread, published by the worker thread
+        self.adapted: tuple[int, Any] | None = None
+        self._events: deque[dict[str, Any]] = deque(maxlen=100)
         check_remote(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -95,6 +99,8 @@ class Daemon:
             self._unc_sink = UncertaintySink(self.enhancer, self._publisher, self.unc_store,
                                              s.flush_idle_s)
             sinks.append(self._unc_sink)
+        if s.adapt:
+            sinks.append(self._adapt_sink())
         try:
             self._start_threads(sinks)
         except BaseException:
@@ -106,6 +112,33 @@ class Daemon:
         log.info("daemon %s running: model %s on %s, publishing on %s, saving to %s",
                  self.run_id, self.enhancer.model_id, self.enhancer.device, s.endpoint,
                  s.output_folder())
+
+    def _adapt_sink(self) -> Any:
+        from tcan_live.sinks import AdaptSink
+        from tcan_live.sources.folder import STATE_DIR
+        from tcan_live.sr.card import resolve_model
+
+        s = self.settings
+        model_id = f"{self.enhancer.model_id}-adapted-{self.run_id}"
+        return AdaptSink(init=resolve_model(s.model), n_frames=s.adapt_frames,
+                         out=s.output_folder() / STATE_DIR / "adapted" / model_id,
+                         model_id=model_id, budget_min=s.adapt_budget_min, steps=s.adapt_steps,
+                         pixel_size_um=s.pixel_size_um, device=str(self.enhancer.device),
+                         switch=self._switch, report=self._events.append)
+
+    def _switch(self, folder: Path) -> None:
+        """Worker thread, between frames: the adapted model takes over its channel."""
+        from tcan_live.sr.enhancer import Enhancer
+
+        s = self.settings
+        new = Enhancer(str(folder), device=str(self.enhancer.device), tile=s.tile,
+                       precision=s.precision)
+        self.adapted = (0, new)
+        log.info("watch --adapt: switched channel 0 to %s from frame seq %d on", new.model_id,
+                 self._seq)
+        self._events.append({"event": "model-switched", "model": new.model_id,
+                             "previous": self.enhancer.model_id, "channel": 0,
+                             "from_seq": self._seq, "folder": str(folder)})
 
     @property
     def publisher(self) -> Any:
@@ -188,8 +221,10 @@ class Daemon:
                                                       "nothing to enhance")
         px = resolve_pixel_size(s.pixel_size_um, frame.pixel_size_um, source=frame.source)
         t0 = time.perf_counter()
+        enh = (self.adapted[1] if self.adapted is not None
+               and frame.index.c == self.adapted[0] else self.enhancer)
         # the trust check where the network ran, on the tensors already there (a few ms on a GPU)
-        res = self.enhancer.enhance(frame.data, px, source=frame.source, trust=True)
+        res = enh.enhance(frame.data, px, source=frame.source, trust=True)
         trust = res.trust
         assert trust is not None
         ms = 1000 * (time.perf_counter() - t0)
@@ -198,12 +233,12 @@ class Daemon:
             "index": frame.index.as_dict(), "channel_name": frame.channel_name,
             "pixel_size_in_um": px, "pixel_size_out_um": res.pixel_size_um,
             "acquired_s": frame.time_s, "seen_at": frame.extra.get("seen_at"),
-            "model": self.enhancer.model_id, "processing_ms": round(ms, 2),
+            "model": enh.model_id, "processing_ms": round(ms, 2),
             "trust": {"score": round(trust.score, 4), "nrmse": round(trust.nrmse, 4)},
             "timings_ms": {k: round(v, 2) for k, v in res.timings_ms.items()},
         }
         self._seq += 1
-        return Processed(frame, res, header, px)
+        return Processed(frame, res, header, px, enh)
 
     def _idle(self) -> None:
         """Between frames, after the sinks' own housekeeping: errors and periodic status."""
@@ -211,6 +246,8 @@ class Daemon:
         while self._pending_errors:
             path, reason = self._pending_errors.popleft()
             self._publish_status(state="error", file=path, reason=reason)
+        while self._events:
+            self._publish_status(state="running", **self._events.popleft())
         if time.monotonic() - self._last_status >= s.status_interval_s:
             self._publish_status(state="running")
 
@@ -247,6 +284,7 @@ class Daemon:
             "insecure": self.settings.allow_remote and self.settings.curve_keys is None,
             "failed": self.failed,
             "uncertainty_score": self.last_uncertainty,
+            "adapted_model": self.adapted[1].model_id if self.adapted is not None else None,
         }
 
 

@@ -128,6 +128,7 @@ class Processed:
     result: Any  # sr.enhancer.EnhanceResult (image, pixel size, trust, timings)
     header: dict[str, Any]  # the wire header (docs/protocol.md)
     pixel_size_um: float | None  # the input pixel size used
+    enhancer: Any = None  # the sr.enhancer.Enhancer that made it (watch --adapt switches)
 
 
 class FrameSink(Protocol):

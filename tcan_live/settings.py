@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tcan_live.commands import DEFAULT_ENDPOINT
 from tcan_live.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Settings(BaseModel):
     tile: int | None = Field(None, ge=32)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     pixel_size_um: float | None = Field(None, gt=0, description="overrides the files' value")
-    endpoint: str = "tcp://127.0.0.1:5557"
+    endpoint: str = DEFAULT_ENDPOINT
     allow_remote: bool = False
     insecure: bool = Field(False, description="allow_remote without curve_keys (warns)")
     curve_keys: Path | None = None
@@ -67,6 +68,11 @@ class Settings(BaseModel):
     panel: bool = True
     uncertainty: bool = Field(False, description="also compute, publish and save each "
                               "frame's uncertainty map (4 extra forward passes per frame)")
+    adapt: bool = Field(False, description="adapt the model to the first frames of the "
+                        "acquisition in the background, then switch to it (tcan-live adapt)")
+    adapt_frames: int = Field(8, ge=1, description="frames collected for adapt")
+    adapt_budget_min: float = Field(10.0, gt=0, description="minutes of adaptation")
+    adapt_steps: int = Field(100000, ge=1, description="at most this many adaptation steps")
 
     @field_validator("flush_every_s")
     @classmethod

@@ -3,7 +3,9 @@
 - :class:`PublisherSink`: raw and enhanced frames (and status) on the ZeroMQ publisher;
 - :class:`StoreSink`: the journalled output store (``export/store.py``), and the metadata
   learnt late by the sources;
-- :class:`UncertaintySink`: the uncertainty map (``sr/uncertainty.py``), published and saved.
+- :class:`UncertaintySink`: the uncertainty map (``sr/uncertainty.py``), published and saved;
+- :class:`AdaptSink` (``watch --adapt``): collects the first frames, adapts a model to them in
+  a background thread (``train/adapt.py``) and hands it over to be switched to between frames.
 
 Each sink is opened in the worker thread (sockets belong to the thread that made them), gets
 :meth:`put` for every processed frame, :meth:`idle` between frames, and :meth:`close` at the
@@ -15,9 +17,11 @@ frame itself is out and saved by then).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,7 +90,8 @@ class StoreSink:
         pass
 
     def put(self, item: Processed) -> None:
-        self.store.add(item.frame, item.result.image, item.result.pixel_size_um)
+        self.store.add(item.frame, item.result.image, item.result.pixel_size_um,
+                       model=item.header.get("model"))
 
     def idle(self) -> None:
         while self.meta_updates:
@@ -121,8 +126,9 @@ class UncertaintySink(StoreSink):
     def _put(self, item: Processed) -> None:
         frame, res = item.frame, item.result
         t0 = time.perf_counter()
-        unc = self.enhancer.uncertainty(frame.data, item.pixel_size_um, source=frame.source,
-                                        seed=item.header["seq"])
+        enhancer = item.enhancer or self.enhancer  # the model that made the frame
+        unc = enhancer.uncertainty(frame.data, item.pixel_size_um, source=frame.source,
+                                   seed=item.header["seq"])
         score = frame_score(unc, res.image)
         self.last_score = round(score, 5)
         self.publisher.publisher.publish("uncertainty", frame.stream, {
@@ -130,4 +136,82 @@ class UncertaintySink(StoreSink):
             "uncertainty": {"score": round(score, 5), "method": "noise-redraw+dihedral",
                             "passes": DEFAULT_PASSES,
                             "ms": round(1000 * (time.perf_counter() - t0), 2)}}, unc)
-        self.store.add(frame, unc, res.pixel_size_um)
+        self.store.add(frame, unc, res.pixel_size_um, model=item.header.get("model"))
+
+
+class AdaptSink:
+    """Collects the raw planes of the first ``n_frames`` frames of channel ``channel`` (the
+    first stream that has them), then adapts the model to them in a background thread. When the
+    adapted model is written, :meth:`idle` (worker thread, between frames) calls ``switch``
+    with its folder, once. A refusal (too few photons, saturated frames) or a failure is
+    reported through ``report`` and the daemon keeps its model; it never stops the daemon."""
+
+    def __init__(self, *, init: Any, n_frames: int, out: Path, model_id: str,
+                 budget_min: float, steps: int, pixel_size_um: float | None, device: str,
+                 switch: Callable[[Path], None], report: Callable[[dict[str, Any]], None],
+                 channel: int = 0) -> None:
+        self.init, self.n_frames, self.out, self.model_id = init, n_frames, out, model_id
+        self.budget_min, self.steps, self.device = budget_min, steps, device
+        self.pixel_size_um, self.channel = pixel_size_um, channel
+        self.switch, self.report = switch, report
+        self.frames: list[np.ndarray] = []
+        self.names: list[str] = []
+        self.px: float | None = None
+        self.stream: str | None = None
+        self.thread: threading.Thread | None = None
+        self.result: Path | None = None
+        self.done = False  # switched, refused or failed: nothing more to do
+
+    def open(self) -> None:
+        pass
+
+    def put(self, item: Processed) -> None:
+        try:
+            self._collect(item)
+        except Exception:  # never a frame error: the frame is out and saved
+            log.exception("watch --adapt: could not collect a frame")
+
+    def _collect(self, item: Processed) -> None:
+        f = item.frame
+        if self.thread is not None or self.done or f.index.c != self.channel:
+            return
+        if self.stream is None:
+            self.stream, self.px = f.stream, item.pixel_size_um
+        if f.stream != self.stream or item.pixel_size_um is None:
+            return
+        self.frames.append(np.array(f.data, copy=True))
+        self.names.append(f"{Path(f.source).name}{f.index.as_dict()}")
+        if len(self.frames) >= self.n_frames:
+            self.report({"event": "adapt-started", "frames": len(self.frames)})
+            self.thread = threading.Thread(target=self._adapt, name="tcan-adapt", daemon=True)
+            self.thread.start()
+
+    def _adapt(self) -> None:
+        from tcan_live.errors import TcanError
+        from tcan_live.train.adapt import AdaptConfig, Adapter, Inputs
+
+        try:
+            inputs = Inputs(self.frames, float(self.px or 0.0), self.names)
+            adapter = Adapter(self.init, inputs, AdaptConfig(
+                budget_min=self.budget_min, steps=self.steps), device=self.device)
+            result = adapter.run(self.out / "adapt")
+            adapter.save(self.out, self.model_id, self.init.name, result)
+            self.result = self.out
+        except TcanError as err:
+            log.warning("watch --adapt: adaptation refused: %s; the model stays", err)
+            self.report({"event": "adapt-refused", "reason": str(err)})
+            self.done = True
+        except Exception as err:  # the live path goes on with its model
+            log.exception("watch --adapt: adaptation failed; the model stays")
+            self.report({"event": "adapt-failed", "reason": f"{type(err).__name__}: {err}"})
+            self.done = True
+        finally:
+            self.frames = []
+
+    def idle(self) -> None:
+        if self.result is not None and not self.done:
+            self.done = True
+            self.switch(self.result)
+
+    def close(self) -> None:
+        pass  # a running adaptation is a daemon thread: it ends with the process

@@ -298,3 +298,47 @@ def test_every_documented_environment_variable_and_setting_exists() -> None:
     assert keys and keys <= set(Settings.model_fields), keys - set(Settings.model_fields)
     missing = set(Settings.model_fields) - keys
     assert not missing, f"settings not in docs/operations.md: {sorted(missing)}"
+
+
+def test_the_command_line_declares_no_defaults_of_its_own() -> None:
+    """Defaults live once, in the typed options: no option of any command carries a default
+    in argparse (absent options are left out, or None for watch, whose defaults are Settings'),
+    and the help shows the typed default."""
+    own = []
+    for name, sub in _subparsers().items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if action.default not in (None, argparse.SUPPRESS):
+                own.append(f"{name} {action.dest}={action.default!r}")
+    assert not own, own
+    train_help = _subparsers()["train"].format_help()
+    assert "--steps STEPS default: 20000" in " ".join(train_help.split())  # TrainConfig.steps
+
+
+def test_absent_options_take_the_typed_defaults() -> None:
+    from tcan_live._cli import build_parser
+    from tcan_live.commands import (
+        EnhanceOptions,
+        ExportCommand,
+        RecordOptions,
+        SimulateOptions,
+        ViewOptions,
+        parse_options,
+    )
+    from tcan_live.train.config import TrainConfig
+
+    parse = build_parser().parse_args
+    cases = [(EnhanceOptions, ["enhance", "a.nd2", "-o", "out"],
+              {"inputs": [Path("a.nd2")], "output": Path("out")}),
+             (ExportCommand, ["export", "a.nd2", "-o", "b.ome.tif"],
+              {"input": Path("a.nd2"), "output": Path("b.ome.tif")}),
+             (RecordOptions, ["record", "-o", "r.ome.tif"], {"output": Path("r.ome.tif")}),
+             (SimulateOptions, ["simulate", "x"], {"out": Path("x")}),
+             (ViewOptions, ["view"], {})]
+    for cls, argv, required in cases:
+        assert parse_options(cls, vars(parse(argv))) == cls(**required), argv
+    ns = vars(parse(["train", "p", "--out", "m"]))
+    assert parse_options(TrainConfig, ns) == TrainConfig()
+    given = parse_options(TrainConfig, vars(parse(["train", "p", "--out", "m", "--steps", "7"])))
+    assert given.steps == 7

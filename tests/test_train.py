@@ -14,9 +14,10 @@ from tcan_live._cli import main
 from tcan_live.sr.card import PRESETS, read_card
 from tcan_live.sr.model import load_generator
 from tcan_live.train.checkpoint import load_checkpoint
+from tcan_live.train.config import TrainConfig
 from tcan_live.train.dataset import simulate_dataset
 from tcan_live.train.pairs import load_pairs
-from tcan_live.train.trainer import TrainConfig, Trainer
+from tcan_live.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -214,6 +214,7 @@ class _Stream:
     longest_gap: float = 0.0  # between two of its frames, this run (s)
     time_increment: float | None = None
     n_channels: int = 1  # 1 + the largest channel index saved
+    models: dict[FrameIndex, str] = field(default_factory=dict)  # which model made each plane
 
 
 def _fsync_append(path: Path, data: bytes) -> int:
@@ -283,6 +284,7 @@ class OutputStore:
                 old_planes.setdefault(st.stream, {})[index] = int(rec["plane"])
             if isinstance(rec.get("time_s"), int | float):
                 st.times[index] = float(rec["time_s"])
+            st.models[index] = str(rec.get("model") or self.model_id)
         lost: set[tuple[str, FrameIndex]] = set()
         for st in self.streams.values():
             self._claim(st)
@@ -298,6 +300,8 @@ class OutputStore:
                 log.warning("%s: %d saved plane(s) missing from %s; they are processed again",
                             st.stream, len(missing), store.path)
                 st.planes -= missing
+                for i in missing:
+                    st.models.pop(i, None)
                 lost |= {(st.stream, i) for i in missing}
             st.time_increment = _time_increment(st.times)
             store.set_meta(self._zarr_meta(st))
@@ -358,7 +362,10 @@ class OutputStore:
         st = self.streams.get(stream)
         return st is not None and index in st.planes
 
-    def add(self, frame: Frame, enhanced: np.ndarray, pixel_size_um: float | None) -> None:
+    def add(self, frame: Frame, enhanced: np.ndarray, pixel_size_um: float | None,
+            model: str | None = None) -> None:
+        """Save one enhanced plane (``model``: the model that made it, if not the store's)."""
+        model = model or self.model_id
         st = self.streams.get(frame.stream)
         if st is None:
             meta: dict[str, Any] = {"pixel_size_um": pixel_size_um, "source": frame.source,
@@ -379,8 +386,10 @@ class OutputStore:
             st.meta["channels"][str(frame.index.c)] = frame.channel_name
         store = self._store(st)
         store.write(frame.index, enhanced)
+        if model not in st.meta.setdefault("models", [self.model_id]):
+            st.meta["models"] = [*st.meta["models"], model]  # a switch (watch --adapt)
         rec: dict[str, Any] = {"stream": frame.stream, "index": frame.index.as_dict(),
-               "shape": list(st.shape), "meta": st.meta}
+                               "shape": list(st.shape), "meta": st.meta, "model": model}
         if frame.time_s is not None and math.isfinite(frame.time_s):
             rec["time_s"] = frame.time_s  # each plane's own time stamp
             st.times[frame.index] = frame.time_s
@@ -388,6 +397,7 @@ class OutputStore:
                 st.time_increment = _time_increment(st.times)
         _fsync_append(self.journal, (json.dumps(rec) + "\n").encode("utf-8"))
         st.planes.add(frame.index)
+        st.models[frame.index] = model
         st.n_channels = max(st.n_channels, frame.index.c + 1)
         store.set_meta(self._zarr_meta(st))  # rewritten only when what it says changed
         now = self.clock()
@@ -403,18 +413,38 @@ class OutputStore:
             st.store = PlaneStore(self.out / rel, st.shape)
         return st.store
 
-    def _zarr_meta(self, st: _Stream) -> ZarrMeta:
+    def _zarr_meta(self, st: _Stream, full: bool = False) -> ZarrMeta:
+        """The OME-Zarr's metadata; ``full`` (when the stream's output is written, not after
+        every frame) adds which model made each plane if more than one did."""
         chans = st.meta.get("channels", {})
         names = [chans.get(str(c), f"C{c}") for c in range(st.n_channels)]
+        extra: dict[str, Any] = {"model": self.model_id, "stream": _printable(st.stream)}
+        if len(st.meta.get("models", [])) > 1:
+            extra["models"] = st.meta["models"]
+            if full:
+                extra["plane_models"] = self.plane_models(st)
         return ZarrMeta(pixel_size_um=st.meta.get("pixel_size_um"),
                         z_step_um=st.meta.get("z_step_um"),
                         time_increment_s=st.time_increment, channel_names=names,
-                        description=self._description(st),
-                        extra={"model": self.model_id, "stream": _printable(st.stream)})
+                        description=self._description(st, full), extra=extra)
 
-    def _description(self, st: _Stream) -> str:
-        return (f"Enhanced live by tcan-live (model {self.model_id}) from "
+    @staticmethod
+    def plane_models(st: _Stream) -> dict[str, list[list[int]]]:
+        """Model id -> the [t, c, z, p] of every plane it made, in index order."""
+        out: dict[str, list[list[int]]] = {}
+        for i in sorted(st.models, key=lambda i: (i.p, i.t, i.c, i.z)):
+            out.setdefault(st.models[i], []).append([i.t, i.c, i.z, i.p])
+        return out
+
+    def _description(self, st: _Stream, full: bool = False) -> str:
+        models = st.meta.get("models", [self.model_id])
+        text = (f"Enhanced live by tcan-live (model {models[0]}) from "
                 f"{_printable(st.meta.get('source', st.stream))}")
+        if len(models) > 1:
+            text += "; switched to " + ", then ".join(models[1:]) + " (watch --adapt)"
+            if full:
+                text += "; planes [t, c, z, p] by model: " + json.dumps(self.plane_models(st))
+        return text
 
     def _claim(self, st: _Stream) -> None:
         """Give the stream its own output file (recorded in its meta, so in the journal)."""
@@ -457,7 +487,7 @@ class OutputStore:
     def _write(self, st: _Stream) -> Path:
         store = self._store(st)
         st.time_increment = _time_increment(st.times)
-        store.set_meta(self._zarr_meta(st))
+        store.set_meta(self._zarr_meta(st, full=True))
         path = self.output_path(st.stream)
         if path.name.endswith(ZARR_SUFFIX):
             return path  # the plane store is the output
@@ -473,14 +503,14 @@ class OutputStore:
                 data[p] = squeezed
             else:
                 data[...] = squeezed
-        zarr_meta = self._zarr_meta(st)
+        zarr_meta = self._zarr_meta(st, full=True)
         plane_times = np.full(shape, np.nan)
         for i, when in st.times.items():
             plane_times[tuple(getattr(i, a.lower()) for a in axes)] = when
         meta = OmeMeta(axes=axes, pixel_size_um=zarr_meta.pixel_size_um,
                        channel_names=zarr_meta.channel_names,
                        time_increment_s=st.time_increment, z_step_um=zarr_meta.z_step_um,
-                       plane_times_s=plane_times, description=self._description(st))
+                       plane_times_s=plane_times, description=self._description(st, full=True))
         write_ome_tiff(path, data, meta)
         log.info("saved %d frames to %s", len(st.planes), path)
         return path

@@ -33,6 +33,14 @@ from tcan_live.sim.simulate import sigma_px
 
 DEFAULT_PASSES = 4
 SMOOTH_NM = 50.0  # the variance is pooled over a Gaussian of this sigma
+# white noise: the 5 x 5 mean of squared neighbour residuals has its lower quartile at 0.747 of
+# its mean (measured, 512 x 512 Gaussian noise; tests/test_adapt.py checks it): the factor
+# that makes the fit exact on smooth samples (used by tcan-live adapt, whose split views need
+# the variance right). On textured samples the structure that leaks into the residual raises
+# the estimate (by up to ~30%); the uncertainty map keeps the compromise 1.2 it was measured
+# with (10% low on flat regions, within 25% on textured ones: tests/test_uncertainty.py)
+LOWER_QUARTILE_TO_MEAN = 1.34
+UNCERTAINTY_QUARTILE_FACTOR = 1.2
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,12 @@ def _neighbour_residual(x: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.convolve(x, k, mode="mirror"))
 
 
-def estimate_noise(image: np.ndarray, bins: int = 24) -> NoiseModel:
+def noise_line(image: np.ndarray, bins: int = 24, factor: float = LOWER_QUARTILE_TO_MEAN
+               ) -> tuple[float, float] | None:
     """Photon-transfer fit from one frame: local variance (neighbour residuals) against local
     mean, the lower quartile per mean bin (structure edges only add variance), a weighted
-    least-squares line. Saturated and zero pixels are left out."""
+    least-squares line ``variance = slope * mean + intercept``, unclamped (a positive offset
+    gives a negative intercept). Saturated pixels are left out. None: too few pixels."""
     x = np.asarray(image, np.float64)
     r2 = _neighbour_residual(x) ** 2 / 1.25
     mean = ndimage.uniform_filter(x, 5, mode="mirror")
@@ -65,7 +75,7 @@ def estimate_noise(image: np.ndarray, bins: int = 24) -> NoiseModel:
     ok = ndimage.minimum_filter(x < top, 5) if np.mean(x == top) > 1e-4 else np.ones_like(x, bool)
     m, v = mean[ok].ravel(), var[ok].ravel()
     if m.size < 64:
-        return NoiseModel(0.0, float(np.var(x)) + 1e-6)
+        return None
     edges = np.unique(np.quantile(m, np.linspace(0, 1, bins + 1)))
     which = np.clip(np.searchsorted(edges, m, side="right") - 1, 0, len(edges) - 2)
     ms, vs, ws = [], [], []
@@ -73,15 +83,22 @@ def estimate_noise(image: np.ndarray, bins: int = 24) -> NoiseModel:
         sel = which == b
         if sel.sum() >= 16:
             ms.append(float(np.median(m[sel])))
-            vs.append(float(np.quantile(v[sel], 0.25)) * 1.2)  # lower quartile -> mean (chi2)
+            vs.append(float(np.quantile(v[sel], 0.25)) * factor)
             ws.append(float(np.sqrt(sel.sum())))
     if len(ms) < 2:
-        return NoiseModel(0.0, float(np.median(v)) + 1e-6)
+        return 0.0, float(np.median(v))
     slope, intercept = np.polyfit(ms, vs, 1, w=ws)
-    slope = max(float(slope), 0.0)
-    if slope == 0.0:
-        intercept = float(np.average(vs, weights=ws))
-    return NoiseModel(slope, max(float(intercept), 1e-6))
+    if slope <= 0:
+        return 0.0, float(np.average(vs, weights=ws))
+    return float(slope), float(intercept)
+
+
+def estimate_noise(image: np.ndarray, bins: int = 24) -> NoiseModel:
+    """The frame's noise model from :func:`noise_line` (intercept kept positive)."""
+    line = noise_line(image, bins, UNCERTAINTY_QUARTILE_FACTOR)
+    if line is None:
+        return NoiseModel(0.0, float(np.var(np.asarray(image, np.float64))) + 1e-6)
+    return NoiseModel(line[0], max(line[1], 1e-6))
 
 
 def redraw(rng: np.random.Generator, image: np.ndarray, noise: NoiseModel,

@@ -10,8 +10,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tcan_live.train.config import TrainConfig
 from tcan_live.train.pairs import load_pairs
-from tcan_live.train.trainer import TrainConfig, Trainer
+from tcan_live.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from tcan_live.errors import ModelError
-from tcan_live.sr.card import PRESETS, Architecture, Normalization, Tiling
+from tcan_live.sr.card import Normalization
 from tcan_live.sr.model import build_generator, load_generator, save_model
 from tcan_live.sr.network import Discriminator, Generator
 from tcan_live.sr.normalize import normalize, percentile_affine
@@ -32,36 +31,11 @@ from tcan_live.train.checkpoint import (
     save_checkpoint,
     unflatten_optimizer,
 )
+from tcan_live.train.config import TrainConfig
 from tcan_live.train.losses import adversarial_loss, pixel_loss, ssim
 from tcan_live.train.pairs import Pair
 
 log = logging.getLogger(__name__)
-
-
-class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_id: str = "tcan-custom"
-    architecture: Architecture = PRESETS["small"]
-    steps: int = Field(20000, ge=1)
-    batch: int = Field(2, ge=1)
-    patch: int = Field(256, ge=16)
-    lr_g: float = Field(1e-4, gt=0)
-    lr_d: float = Field(5e-5, gt=0)
-    w_pixel: float = Field(1.0, ge=0)
-    w_adv: float = Field(0.01, ge=0)
-    w_ssim: float = Field(1.0, ge=0)
-    pixel_loss: Literal["mse", "l1"] = "mse"
-    disc_width: int = Field(16, ge=1)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    val_every: int = Field(250, ge=1)
-    checkpoint_every: int = Field(500, ge=1)
-    ema: float = Field(0.999, ge=0, lt=1)
-    seed: int = 0
-    max_hours: float | None = Field(None, gt=0)
-    pixel_size_um: float = Field(0.05, gt=0)
-    normalization: Normalization = Normalization()
-    tiling: Tiling = Tiling()
 
 
 @dataclass

@@ -26,11 +26,11 @@ from urllib.parse import urlparse
 import numpy as np
 import zmq
 
+from tcan_live.commands import DEFAULT_ENDPOINT
 from tcan_live.errors import ConfigError
 from tcan_live.transport import wire
 
 log = logging.getLogger(__name__)
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 REPLAY_TOPICS = 128
 REPLAY_BYTES = 256 * 2**20

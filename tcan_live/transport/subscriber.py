@@ -18,6 +18,7 @@ from typing import Any
 
 import zmq
 
+from tcan_live.commands import DEFAULT_ENDPOINT
 from tcan_live.errors import ProtocolError
 from tcan_live.transport import wire
 
@@ -36,7 +37,7 @@ def curve_client(sock: zmq.Socket[Any], keys: Path, client: str) -> None:
 
 
 class FrameSubscriber:
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5557", *,
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *,
                  kinds: Sequence[str] = ("raw", "enhanced", "status"), rcvhwm: int = 1000,
                  curve_keys: Path | None = None, client: str = "viewer",
                  context: zmq.Context[Any] | None = None) -> None:

@@ -21,12 +21,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tcan_live.transport.subscriber import FrameSubscriber
 from tcan_live.transport.wire import Message
+
+if TYPE_CHECKING:
+    from tcan_live.commands import ViewOptions
 
 COLORMAPS = ("magenta", "cyan")
 UNCERTAINTY_COLORMAP = "inferno"
@@ -241,7 +244,8 @@ class LiveView:
                 f"{daemon}{restart}{unc}")
 
 
-def view_from_cli(args: Any) -> int:
+def run_view(args: ViewOptions) -> int:
+    """``tcan-live view``: a napari window on the daemon's stream until it is closed."""
     try:
         import napari
     except ImportError:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy import QtCore, QtWidgets
 
-from tcan_live.transport.publisher import DEFAULT_ENDPOINT
+from tcan_live.commands import DEFAULT_ENDPOINT
 from tcan_live.viewer.app import LiveView
 
 if TYPE_CHECKING:

@@ -1,0 +1,442 @@
+"""``tcan-live adapt``: fit a model to the user's own sample from its confocal frames alone.
+
+Self-supervised and physics-informed (docs/training.md, "Adapting to your sample"):
+
+- **Photon transfer.** Gain and offset of the detector are measured from the frames
+  (:func:`photon_transfer`: the local-variance / local-mean line of every frame, pooled by the
+  median; ``variance = gain * (mean - offset)``, read noise folded into the offset).
+- **Two independent views of one frame** (recorrupted-to-recorrupted, Pang et al. 2021): with
+  ``z`` Gaussian noise of the frame's own variance, ``y1 = y + a z`` and ``y2 = y - z / a``
+  have the same expectation as ``y`` and uncorrelated noise (:func:`split_views`); a fresh
+  ``z`` every step.
+- **Loss** = consistency + prior. Consistency: the output for ``y1``, blurred back to confocal
+  resolution (Gaussian of FWHM sqrt(confocal^2 - target^2), the trust check's kernel), must
+  predict ``y2`` (MSE, normalised units; the model keeps flux, so no fitted affine). It can
+  only be met by the sample's content, not by ``y1``'s noise. Prior: the output stays close
+  to the initial model's output for the same input (MSE), so detail the blur cannot see is
+  left as the initial model draws it.
+
+Inputs that cannot support it are refused: too few photons, saturated frames, no pixel size.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from tcan_live.commands import AdaptOptions
+from tcan_live.errors import ConfigError, UnsupportedInputError
+from tcan_live.resample import resample
+from tcan_live.sr.card import Card
+from tcan_live.sr.model import load_generator, save_model
+from tcan_live.sr.normalize import normalize, percentile_affine
+from tcan_live.sr.uncertainty import noise_line
+from tcan_live.train.checkpoint import (
+    flatten_optimizer,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_optimizer,
+)
+
+log = logging.getLogger(__name__)
+
+MIN_PEAK_PHOTONS = 3.0  # brightest pixels (99.9th percentile) below this: refused
+SATURATED_FRACTION = 0.01  # more pixels than this at the ADC's top: the frame is refused
+ADC_TOPS = tuple(float(2**b - 1) for b in (8, 10, 12, 14, 16))
+
+
+class AdaptConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budget_min: float = Field(10.0, gt=0)
+    steps: int = Field(100000, ge=1)
+    patch: int = Field(96, ge=32)
+    batch: int = Field(4, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    alpha: float = Field(0.5, gt=0)
+    prior_weight: float = Field(1.0, ge=0)
+    confocal_fwhm_nm: float | None = Field(None, gt=0)  # None: the model card's
+    checkpoint_every: int = Field(50, ge=1)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PhotonTransfer:
+    """``variance = gain * (counts - offset)`` (+ read noise, folded into the offset): gain in
+    detector units per detected photon (times the excess noise factor of a PMT/GaAsP)."""
+
+    gain: float
+    offset: float
+    slope: float  # the fitted line, detector units
+    intercept: float
+
+    def photons(self, counts: np.ndarray | float) -> np.ndarray:
+        return np.asarray((np.asarray(counts, np.float64) - self.offset) / self.gain)
+
+    def variance(self, mean: np.ndarray) -> np.ndarray:
+        return np.asarray(np.clip(self.slope * mean + self.intercept, 1e-6, None))
+
+
+def photon_transfer(frames: Sequence[np.ndarray], source: str = "") -> PhotonTransfer:
+    """Gain and offset from the frames themselves (the median of each frame's photon-transfer
+    line). The offset is where the line reaches zero variance: read noise is folded into it
+    (an error of read_variance / gain detector units)."""
+    lines = [ln for f in frames if (ln := noise_line(f)) is not None]
+    if not lines or np.median([s for s, _ in lines]) <= 0:
+        raise UnsupportedInputError(Path(source or "input"), "no photon noise found in the "
+                                    "frames (processed or synthetic data?): adaptation needs "
+                                    "raw detector frames")
+    slope = float(np.median([s for s, _ in lines]))
+    intercept = float(np.median([i for _, i in lines]))
+    return PhotonTransfer(gain=slope, offset=-intercept / slope, slope=slope,
+                          intercept=intercept)
+
+
+def saturated(frame: np.ndarray) -> float:
+    """The fraction of pixels at the frame's maximum when that maximum is an ADC's top value
+    (8-16 bit) or the dtype's; 0 otherwise."""
+    top = float(np.max(frame))
+    tops = ADC_TOPS + ((float(np.iinfo(frame.dtype).max),) if frame.dtype.kind in "ui" else ())
+    if not any(abs(top - t) < 0.5 for t in tops):
+        return 0.0
+    return float(np.mean(frame >= top - 0.5))
+
+
+def split_views(rng: np.random.Generator, frame: np.ndarray, pt: PhotonTransfer,
+                alpha: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Two noisy views of ``frame`` with the same expectation and uncorrelated noise:
+    ``y + alpha z`` and ``y - z / alpha``, ``z`` Gaussian with the frame's own variance at each
+    pixel (from its photon-transfer line at the locally smoothed value)."""
+    from scipy import ndimage
+
+    y = np.asarray(frame, np.float64)
+    local = ndimage.gaussian_filter(y, 1.0, mode="mirror")
+    z = rng.standard_normal(y.shape) * np.sqrt(pt.variance(local))
+    return (y + alpha * z).astype(np.float32), (y - z / alpha).astype(np.float32)
+
+
+@dataclass
+class Inputs:
+    """The frames to adapt on (detector units, acquisition grid) and where they came from."""
+
+    frames: list[np.ndarray]
+    pixel_size_um: float
+    names: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def check_inputs(inputs: Inputs) -> PhotonTransfer:
+    """Refuse what cannot support adaptation (one clear line each); the photon transfer."""
+    kept, names = [], []
+    for frame, name in zip(inputs.frames, inputs.names or [""] * len(inputs.frames),
+                           strict=True):
+        sat = saturated(frame)
+        if sat > SATURATED_FRACTION:
+            inputs.refused.append(f"{name}: {100 * sat:.2g}% of its pixels are saturated")
+            continue
+        kept.append(frame)
+        names.append(name)
+    if not kept:
+        raise UnsupportedInputError(Path(inputs.names[0] if inputs.names else "input"),
+                                    "every frame is saturated (" + "; ".join(inputs.refused[:3])
+                                    + "): lower the detector gain and acquire again")
+    inputs.frames, inputs.names = kept, names
+    pt = photon_transfer(kept, inputs.names[0] if inputs.names else "")
+    peak = peak_photons(kept, pt)
+    if peak < MIN_PEAK_PHOTONS:
+        raise UnsupportedInputError(Path(inputs.names[0] if inputs.names else "input"),
+                                    f"too few photons: the brightest pixels hold about "
+                                    f"{peak:.1f} photons (at least {MIN_PEAK_PHOTONS:g} needed)")
+    return pt
+
+
+def peak_photons(frames: Sequence[np.ndarray], pt: PhotonTransfer) -> float:
+    """The expected photons in the brightest pixels: the 99.9th percentile of each frame in
+    photons, smoothed (sigma 1 px) so that noise does not count as signal; median over frames."""
+    from scipy import ndimage
+
+    return float(np.median([np.percentile(ndimage.gaussian_filter(pt.photons(f), 1.0), 99.9)
+                            for f in frames]))
+
+
+def _gaussian_kernel(fwhm_px: float) -> torch.Tensor:
+    s = fwhm_px / (2 * math.sqrt(2 * math.log(2)))
+    r = max(1, int(math.ceil(3 * s)))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    g = torch.exp(-0.5 * (x / s) ** 2)
+    g /= g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+@dataclass
+class Batchmaker:
+    """Random patches of the frames as (input view, target view) on the model grid,
+    normalised with each whole frame's percentile affine (as the Enhancer normalises)."""
+
+    inputs: Inputs
+    pt: PhotonTransfer
+    card: Card
+    alpha: float
+    patch: int  # model pixels
+
+    def __post_init__(self) -> None:
+        n = self.card.normalization
+        self.affines = [percentile_affine(f, n.low, n.high) for f in self.inputs.frames]
+        self.ratio = self.card.pixel_size_um / self.inputs.pixel_size_um  # acq px per model px
+        self.side = int(math.ceil(self.patch * self.ratio))  # acquisition pixels
+
+    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for _ in range(batch):
+            k = int(rng.integers(len(self.inputs.frames)))
+            f = self.inputs.frames[k]
+            side = min(self.side, *f.shape)
+            i = int(rng.integers(f.shape[0] - side + 1))
+            j = int(rng.integers(f.shape[1] - side + 1))
+            crop = f[i:i + side, j:j + side]
+            y1, y2 = split_views(rng, crop, self.pt, self.alpha)
+            a = self.affines[k]
+            x1 = resample(normalize(y1, a), self.inputs.pixel_size_um, self.card.pixel_size_um)
+            x2 = resample(normalize(y2, a), self.inputs.pixel_size_um, self.card.pixel_size_um)
+            rot, flip = int(rng.integers(4)), bool(rng.integers(2))
+            x1, x2 = np.rot90(x1, rot), np.rot90(x2, rot)
+            if flip:
+                x1, x2 = x1[:, ::-1], x2[:, ::-1]
+            h = min(self.patch, x1.shape[0], x1.shape[1])
+            xs.append(np.ascontiguousarray(x1[:h, :h]))
+            ys.append(np.ascontiguousarray(x2[:h, :h]))
+        h = min(x.shape[0] for x in xs)
+        return (np.stack([x[:h, :h] for x in xs])[:, None],
+                np.stack([y[:h, :h] for y in ys])[:, None])
+
+
+@dataclass
+class AdaptResult:
+    steps: int
+    seconds: float
+    loss_before: dict[str, float]
+    loss_after: dict[str, float]
+    photon_transfer: PhotonTransfer
+    peak_photons: float
+
+
+class Adapter:
+    """The fine-tuning loop: consistency + prior, Adam, a time budget, checkpoints."""
+
+    def __init__(self, init: Path, inputs: Inputs, cfg: AdaptConfig, *, device: str = "cpu",
+                 pt: PhotonTransfer | None = None) -> None:
+        self.cfg, self.inputs = cfg, inputs
+        self.pt = pt or check_inputs(inputs)
+        self.card, gen = load_generator(init)
+        self.device = torch.device(device)
+        self.gen = gen.to(self.device).train()
+        self.ref = copy.deepcopy(gen).to(self.device).eval()
+        for p in self.ref.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr)
+        c = self.card
+        conf = cfg.confocal_fwhm_nm or c.confocal_fwhm_nm
+        fwhm_nm = math.sqrt(max(conf**2 - c.target_fwhm_nm**2, 1.0))
+        self.kernel = _gaussian_kernel(fwhm_nm / (c.pixel_size_um * 1000)).to(self.device)
+        self.batches = Batchmaker(inputs, self.pt, c, cfg.alpha, cfg.patch)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.step = 0
+        torch.manual_seed(cfg.seed)
+        # a fixed validation set: the same views and patches before and after
+        self.val = self.batches.sample(np.random.default_rng(cfg.seed + 10_000), 8)
+
+    def losses(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.gen(x1)
+        with torch.no_grad():
+            ref = self.ref(x1)
+        r = self.kernel.shape[-1] // 2
+        blurred = F.conv2d(F.pad(out, (r, r, r, r), mode="reflect"), self.kernel)
+        m = max(r, 4)  # the rim, where reflect padding decides, is left out
+        cons = F.mse_loss(blurred[..., m:-m, m:-m], x2[..., m:-m, m:-m])
+        prior = F.mse_loss(out, ref)
+        return {"consistency": cons, "prior": prior,
+                "total": cons + self.cfg.prior_weight * prior}
+
+    def validate(self) -> dict[str, float]:
+        x1, x2 = (torch.from_numpy(a.copy()).to(self.device) for a in self.val)
+        self.gen.eval()
+        with torch.no_grad():
+            out = {k: float(v) for k, v in self.losses(x1, x2).items()}
+        self.gen.train()
+        return out
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {f"gen.{k}": v.detach().cpu() for k, v in self.gen.state_dict().items()}
+        opt_t, groups = flatten_optimizer("opt", self.opt.state_dict())
+        tensors.update(opt_t)
+        return tensors, {"step": self.step, "groups": groups,
+                         "rng": self.rng.bit_generator.state}
+
+    def restore(self, folder: Path) -> bool:
+        got = load_checkpoint(folder)
+        if got is None:
+            return False
+        tensors, meta = got
+        self.gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+        self.opt.load_state_dict(unflatten_optimizer("opt", tensors, meta["groups"]))
+        self.rng.bit_generator.state = meta["rng"]
+        self.step = int(meta["step"])
+        return True
+
+    def run(self, ckpt: Path | None = None,
+            progress: Callable[[int, float, float], None] | None = None) -> AdaptResult:
+        """Adapt until ``steps`` or the time budget; checkpoints into ``ckpt``."""
+        if ckpt is not None and self.restore(ckpt):
+            log.info("resumed at step %d", self.step)
+        before = self.validate() if self.step == 0 else {}
+        t0 = time.monotonic()
+        budget = self.cfg.budget_min * 60
+        while self.step < self.cfg.steps and time.monotonic() - t0 < budget:
+            x1, x2 = (torch.from_numpy(a).to(self.device)
+                      for a in self.batches.sample(self.rng, self.cfg.batch))
+            loss = self.losses(x1, x2)["total"]
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            if ckpt is not None and self.step % self.cfg.checkpoint_every == 0:
+                save_checkpoint(ckpt, *self.state())
+            if progress is not None:
+                progress(self.step, time.monotonic() - t0, budget)
+        if ckpt is not None:
+            save_checkpoint(ckpt, *self.state())
+        return AdaptResult(self.step, time.monotonic() - t0, before, self.validate(), self.pt,
+                           peak_photons(self.inputs.frames, self.pt))
+
+    def save(self, out: Path, model_id: str, init: str, result: AdaptResult,
+             extra: dict[str, Any] | None = None) -> None:
+        c = self.card
+        self.gen.eval()
+        save_model(
+            out, self.gen, id=model_id,
+            description=f"{init} adapted with tcan-live adapt to {len(self.inputs.frames)} "
+                        f"confocal frame(s) of the user's sample (no STED)",
+            architecture=c.architecture, pixel_size_um=c.pixel_size_um,
+            confocal_fwhm_nm=c.confocal_fwhm_nm, target_fwhm_nm=c.target_fwhm_nm,
+            normalization=c.normalization, tiling=c.tiling,
+            provenance={"trained_with": "tcan-live adapt", "init": init,
+                        "inputs": self.inputs.names, "refused": self.inputs.refused,
+                        "input_pixel_size_um": self.inputs.pixel_size_um},
+            training={"adapt": {
+                "loss": "MSE(blur(G(y + a z)), y - z / a) + prior_weight * MSE(G(y + a z), "
+                        "G0(y + a z)); blur: Gaussian FWHM sqrt(confocal^2 - target^2)",
+                "config": self.cfg.model_dump(exclude_none=True), "steps": result.steps,
+                "seconds": round(result.seconds, 1),
+                "photon_transfer": {k: round(v, 4)
+                                    for k, v in asdict(result.photon_transfer).items()},
+                "peak_photons": round(result.peak_photons, 2),
+                "validation_before": result.loss_before,
+                "validation_after": result.loss_after, **(extra or {})}},
+            metrics=c.metrics)
+
+
+def read_inputs(paths: Sequence[Path], pixel_size_um: float | None, max_frames: int,
+                channel: int = 0) -> Inputs:
+    """Up to ``max_frames`` 2-D planes (channel ``channel``) of the inputs, in order; the pixel
+    size by the one precedence (flag > file); none known: refused."""
+    from tcan_live.frame import resolve_pixel_size
+    from tcan_live.sources.readers import open_stack
+
+    frames: list[np.ndarray] = []
+    names: list[str] = []
+    px: float | None = None
+    files = [q for p in paths for q in (_images_in(p) if p.is_dir() and not _is_dataset(p)
+                                        else [p])]
+    for path in files:
+        if len(frames) >= max_frames:
+            break
+        with open_stack(path) as reader:
+            info = reader.info
+            got = resolve_pixel_size(pixel_size_um, info.pixel_size_um, None, str(path))
+            if got is None:
+                raise ConfigError(f"{path}: the file records no pixel size; give "
+                                  "--pixel-size-um")
+            if px is not None and abs(got - px) > 1e-6 * px:
+                raise ConfigError(f"{path}: pixel size {got:g} um differs from the other "
+                                  f"inputs' {px:g} um; adapt on one kind of acquisition")
+            px = got
+            for _, frame in reader.planes():
+                if frame.index.c != channel:
+                    continue
+                frames.append(np.asarray(frame.data))
+                names.append(f"{path.name}[t={frame.index.t},z={frame.index.z},"
+                             f"p={frame.index.p}]")
+                if len(frames) >= max_frames:
+                    break
+    if not frames or px is None:
+        raise ConfigError("no frames found in the inputs")
+    return Inputs(frames, px, names)
+
+
+def _is_dataset(path: Path) -> bool:
+    from tcan_live.sources.formats import input_kind
+
+    return input_kind(path) in ("ndtiff", "zarr")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    from tcan_live.sources.formats import input_kind
+
+    return [q for q in sorted(folder.iterdir()) if input_kind(q) is not None]
+
+
+def run_adapt(opts: AdaptOptions) -> int:
+    """``tcan-live adapt``: read, check, adapt within the budget (resumable), write the model."""
+    import sys
+
+    from tcan_live.sr.card import resolve_model
+    from tcan_live.sr.enhancer import pick_device
+
+    init = resolve_model(opts.init)
+    inputs = read_inputs(opts.inputs, opts.pixel_size_um, opts.max_frames, opts.channel)
+    pt = check_inputs(inputs)
+    for line in inputs.refused:
+        print(f"refused {line}", file=sys.stderr)
+    cfg = AdaptConfig(budget_min=opts.budget_min, steps=opts.steps,
+                      prior_weight=opts.prior_weight, seed=opts.seed,
+                      confocal_fwhm_nm=opts.confocal_fwhm_nm)
+    adapter = Adapter(init, inputs, cfg, device=str(pick_device(opts.device)), pt=pt)
+    peak = peak_photons(inputs.frames, pt)
+    print(f"adapting {init.name} to {len(inputs.frames)} frame(s) at "
+          f"{inputs.pixel_size_um:g} um/px: gain {pt.gain:.3g} per photon, offset "
+          f"{pt.offset:.4g}, brightest pixels ~{peak:.0f} photons; budget "
+          f"{opts.budget_min:g} min", file=sys.stderr)
+    last = [0.0]
+
+    def progress(step: int, elapsed: float, budget: float) -> None:
+        if elapsed - last[0] >= 15 or step == 1:
+            last[0] = elapsed
+            rate = elapsed / max(step - start, 1)
+            left = min(budget - elapsed, (cfg.steps - step) * rate)
+            print(f"step {step}: {elapsed / 60:.1f} min, about {max(left, 0) / 60:.1f} min "
+                  "left", file=sys.stderr)
+
+    ckpt = opts.out / "adapt"
+    start = adapter.step if adapter.restore(ckpt) else 0
+    if start:
+        print(f"resuming at step {start} ({ckpt})", file=sys.stderr)
+    result = adapter.run(ckpt, progress)
+    model_id = opts.id or opts.out.name
+    adapter.save(opts.out, model_id, init.name, result)
+    b, a = result.loss_before, result.loss_after
+    cons = (f"; held-out consistency loss {b['consistency']:.4g} -> {a['consistency']:.4g}"
+            if b else "")
+    print(f"wrote {opts.out}: {result.steps} steps in {result.seconds / 60:.1f} min{cons}; "
+          f"use it with --model {opts.out}")
+    return 0

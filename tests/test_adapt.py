@@ -1,0 +1,277 @@
+"""``tcan-live adapt``: the photon-transfer fit against known gain and offset, the independence
+of the two split views, the refusals, and the adaptation loop (checkpoint, resume, card)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from tcan_live.errors import ConfigError, UnsupportedInputError
+from tcan_live.sim import domain
+from tcan_live.train.adapt import (
+    AdaptConfig,
+    Adapter,
+    Inputs,
+    check_inputs,
+    photon_transfer,
+    read_inputs,
+    split_views,
+)
+
+
+def _scene(rng: np.random.Generator, peak: float, size: int = 256) -> np.ndarray:
+    """Expected photons per pixel: smooth structure from 1 to ``peak``."""
+    lam = ndimage.gaussian_filter(rng.random((size, size)), 8)
+    return (lam - lam.min()) / (lam.max() - lam.min()) * (peak - 1) + 1
+
+
+DETECTORS = [  # gain (counts per photon), offset, excess noise F^2, read noise (counts)
+    (4.0, 100.0, 1.0, 0.5), (20.0, 200.0, 1.3, 2.0), (1.0, 0.0, 1.0, 0.0),
+    (50.0, 400.0, 2.0, 5.0)]
+
+
+@pytest.mark.parametrize("gain,offset,excess,read", DETECTORS)
+def test_photon_transfer_recovers_gain_and_offset(gain: float, offset: float, excess: float,
+                                                  read: float) -> None:
+    rng = np.random.default_rng(int(gain))
+    lam = _scene(rng, 60.0)
+    d = domain.Detector("gaasp", 60.0, 0.0, gain, offset, excess, read, 16)
+    pt = photon_transfer([domain.detect(rng, lam, d) for _ in range(4)])
+    # the effective gain (counts per photon times the excess noise factor) within 8%, the
+    # offset within 1.5 photons (read noise and the low-count end bias it; measured 0.5-1.3)
+    assert pt.gain == pytest.approx(gain * excess, rel=0.08)
+    assert abs(pt.offset - offset) < 1.5 * gain * excess
+
+
+def test_the_lower_quartile_factor_matches_white_noise() -> None:
+    from tcan_live.sr.uncertainty import LOWER_QUARTILE_TO_MEAN, _neighbour_residual
+
+    x = np.random.default_rng(0).standard_normal((512, 512))
+    var = ndimage.uniform_filter(_neighbour_residual(x) ** 2 / 1.25, 5, mode="mirror")
+    assert np.mean(var) / np.quantile(var, 0.25) == pytest.approx(LOWER_QUARTILE_TO_MEAN,
+                                                                 rel=0.03)
+
+
+@pytest.mark.parametrize("gain,offset,excess,read", DETECTORS[:2])
+def test_split_views_are_unbiased_and_independent(gain: float, offset: float, excess: float,
+                                                  read: float) -> None:
+    rng = np.random.default_rng(5)
+    lam = _scene(rng, 40.0)
+    d = domain.Detector("gaasp", 40.0, 0.0, gain, offset, excess, read, 16)
+    expected = domain.expected_counts(lam, d).astype(np.float64)
+    frame = domain.detect(rng, lam, d)
+    pt = photon_transfer([frame])
+    alpha = 0.5
+    y1, y2 = split_views(rng, frame, pt, alpha)
+    n1, n2 = y1 - expected, y2 - expected
+    noise = np.std(frame - expected)
+    # the views' noises are uncorrelated; the frame's noise is in both (its views are not
+    # copies), and the frame's noise with itself would be 1
+    assert abs(np.corrcoef(n1.ravel(), n2.ravel())[0, 1]) < 0.02
+    assert np.corrcoef((frame - expected).ravel(), n1.ravel())[0, 1] > 0.8
+    # unbiased: the mean error is a small fraction of the noise
+    assert abs(n1.mean()) < 0.02 * noise and abs(n2.mean()) < 0.05 * noise
+    # variances as designed: (1 + a^2) and (1 + 1/a^2) times the frame's
+    assert np.var(n1) / noise**2 == pytest.approx(1 + alpha**2, rel=0.1)
+    assert np.var(n2) / noise**2 == pytest.approx(1 + 1 / alpha**2, rel=0.1)
+    # independent, not just uncorrelated overall: also within the brightest tenth
+    bright = lam > np.quantile(lam, 0.9)
+    assert abs(np.corrcoef(n1[bright], n2[bright])[0, 1]) < 0.05
+
+
+def _frames(rng: np.random.Generator, peak: float, n: int = 3, gain: float = 8.0,
+            bits: int = 12) -> list[np.ndarray]:
+    d = domain.Detector("gaasp", peak, 0.2, gain, 50.0, 1.2, 1.0, bits)
+    lam = _scene(rng, peak, 128)
+    return [domain.detect(rng, lam, d).astype(np.uint16) for _ in range(n)]
+
+
+def test_refuses_saturated_frames_and_too_few_photons() -> None:
+    rng = np.random.default_rng(1)
+    with pytest.raises(UnsupportedInputError, match="saturated"):
+        check_inputs(Inputs(_frames(rng, 200.0, gain=40.0), 0.05, ["a", "b", "c"]))
+    with pytest.raises(UnsupportedInputError, match="too few photons"):
+        check_inputs(Inputs(_frames(rng, 1.5), 0.05, ["a", "b", "c"]))
+    # a saturated frame among good ones is refused by name, the others kept
+    good = _frames(rng, 30.0)
+    inputs = Inputs([*good, _frames(rng, 200.0, 1, gain=40.0)[0]], 0.05, ["g1", "g2", "g3",
+                                                                          "sat"])
+    check_inputs(inputs)
+    assert inputs.names == ["g1", "g2", "g3"] and inputs.refused[0].startswith("sat:")
+
+
+def test_read_inputs_needs_a_pixel_size(tmp_path: Path) -> None:
+    frames = _frames(np.random.default_rng(2), 30.0)
+    tifffile.imwrite(tmp_path / "plain.tif", np.stack(frames), photometric="minisblack")
+    with pytest.raises(ConfigError, match=r"plain\.tif.*no pixel size"):
+        read_inputs([tmp_path], None, 8)
+    got = read_inputs([tmp_path], 0.05, 2)
+    assert len(got.frames) == 2 and got.pixel_size_um == 0.05
+    assert got.names[0].startswith("plain.tif[")
+
+
+def test_adapt_command_refuses_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           tiny_model: Path) -> None:
+    from tcan_live._cli import main
+
+    tifffile.imwrite(tmp_path / "dim.tif", np.stack(_frames(np.random.default_rng(3), 1.5)),
+                     photometric="minisblack")
+    rc = main(["adapt", str(tmp_path / "dim.tif"), "--out", str(tmp_path / "m"),
+               "--pixel-size-um", "0.05", "--init", str(tiny_model)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "too few photons" in err[0] and "dim.tif" in err[0]
+    assert not (tmp_path / "m").exists()
+
+
+def test_adaptation_resumes_exactly_and_writes_a_card(tmp_path: Path, tiny_model: Path) -> None:
+    import torch
+
+    from tcan_live.sr.card import read_card
+
+    rng = np.random.default_rng(4)
+    inputs = Inputs(_frames(rng, 30.0), 0.05, ["f0", "f1", "f2"])
+    cfg = AdaptConfig(steps=4, patch=48, batch=2, checkpoint_every=2, seed=3)
+    whole = Adapter(tiny_model, Inputs(list(inputs.frames), 0.05, list(inputs.names)), cfg)
+    res = whole.run(tmp_path / "ckpt-a")
+    assert res.steps == 4 and set(res.loss_before) == {"consistency", "prior", "total"}
+    assert res.loss_before["prior"] == 0.0  # it starts as the initial model
+    first = Adapter(tiny_model, Inputs(list(inputs.frames), 0.05, list(inputs.names)),
+                    cfg.model_copy(update={"steps": 2}))
+    first.run(tmp_path / "ckpt-b")
+    again = Adapter(tiny_model, Inputs(list(inputs.frames), 0.05, list(inputs.names)), cfg)
+    assert again.run(tmp_path / "ckpt-b").steps == 4
+    for a, b in zip(whole.gen.state_dict().values(), again.gen.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    whole.save(tmp_path / "adapted", "my-sample", tiny_model.name, res)
+    card = read_card(tmp_path / "adapted")
+    info = card.training["adapt"]
+    assert card.id == "my-sample" and card.provenance["inputs"] == ["f0", "f1", "f2"]
+    assert info["steps"] == 4 and "MSE(blur(G(y + a z))" in info["loss"]
+    assert info["config"]["budget_min"] == cfg.budget_min
+    assert set(info["validation_before"]) == set(info["validation_after"])
+    # it is a normal model folder: the Enhancer loads it
+    from tcan_live.sr.enhancer import Enhancer
+
+    out = Enhancer(model=str(tmp_path / "adapted"), device="cpu").enhance(
+        inputs.frames[0].astype(np.float32), 0.05).image
+    assert out.shape == inputs.frames[0].shape and np.isfinite(out).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# the daemon's switch (watch --adapt) and the saved record of which model made each plane
+
+
+def test_store_records_the_model_of_every_plane_across_a_restart(tmp_path: Path) -> None:
+    import json
+
+    from tcan_live.export.store import OutputStore
+    from tcan_live.frame import Frame, FrameIndex
+
+    def frame(t: int) -> Frame:
+        return Frame(np.zeros((16, 16), np.float32), FrameIndex(t=t), 0.05, stream="s.tif",
+                     source="s.tif")
+
+    store = OutputStore(tmp_path / "out", model_id="base")
+    for t in range(5):
+        store.add(frame(t), np.full((16, 16), t, np.float32), 0.05,
+                  model="base" if t < 3 else "base-adapted")
+    store.close()
+    again = OutputStore(tmp_path / "out", model_id="base")  # recovery from the journal
+    st = again.streams["s.tif"]
+    assert {i.t: m for i, m in st.models.items()} == {0: "base", 1: "base", 2: "base",
+                                                     3: "base-adapted", 4: "base-adapted"}
+    path = again.flush()[0]
+    again.close()
+    desc = tifffile.TiffFile(path).pages[0].description
+    assert "switched to base-adapted" in desc
+    mapping = json.loads(desc.split("by model: ", 1)[1].split("<", 1)[0].replace("&quot;", '"'))
+    assert mapping == {"base": [[0, 0, 0, 0], [1, 0, 0, 0], [2, 0, 0, 0]],
+                       "base-adapted": [[3, 0, 0, 0], [4, 0, 0, 0]]}
+    lines = (tmp_path / "out" / ".tcan-live" / "journal.jsonl").read_text().splitlines()
+    assert [json.loads(x)["model"] for x in lines] == ["base"] * 3 + ["base-adapted"] * 2
+
+
+def test_watch_adapt_switches_between_frames_without_losing_any(tiny_model: Path,
+                                                                 tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tcan_live.daemon import Daemon
+    from tcan_live.settings import Settings
+    from tcan_live.transport.subscriber import FrameSubscriber
+
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    d = Daemon(Settings(folder=acq, output=tmp_path / "out", model=str(tiny_model),
+                        endpoint="tcp://127.0.0.1:*", settle_s=0.3, give_up_s=3.0,
+                        pixel_size_um=0.05, adapt=True, adapt_frames=3, adapt_steps=2))
+    d.start()
+    try:
+        while d.publisher is None:
+            time.sleep(0.01)
+        sub = FrameSubscriber(d.publisher.endpoint, kinds=("enhanced", "status"))
+        time.sleep(0.3)
+        n = 14
+        w = subprocess.Popen([sys.executable, "-m", "tcan_live._cli", "simulate", str(acq),
+                              "--timelapse", "--size", "48", "--frames", str(n),
+                              "--interval", "0.6"])
+        enhanced, status = [], []
+        deadline = time.monotonic() + 120
+        while len(enhanced) < n and time.monotonic() < deadline:
+            msg = sub.receive(0.5)
+            if msg is not None:
+                (enhanced if msg.kind == "enhanced" else status).append(msg)
+        assert w.wait(30) == 0
+        sub.close()
+    finally:
+        d.stop()
+    # every frame once: no frame lost, none published twice
+    assert sorted(m.header["index"]["t"] for m in enhanced) == list(range(n))
+    assert len({m.header["seq"] for m in enhanced}) == n
+    events = [m.header.get("event") for m in status if m.header.get("event")]
+    assert "adapt-started" in events and "model-switched" in events
+    switch = next(m.header for m in status if m.header.get("event") == "model-switched")
+    models = [m.header["model"] for m in sorted(enhanced, key=lambda m: m.header["seq"])]
+    base, adapted = tiny_model.name, switch["model"]
+    assert adapted.startswith(f"{base}-adapted-") and switch["previous"] == base
+    k = models.index(adapted)  # the switch happens once, between frames, after 3 were seen
+    assert k >= 3 and models[:k] == [base] * k and models[k:] == [adapted] * (n - k)
+    assert switch["from_seq"] == k
+    # the saved output records which model made each frame
+    import json
+
+    lines = (tmp_path / "out" / ".tcan-live" / "journal.jsonl").read_text().splitlines()
+    saved = {json.loads(x)["index"]["t"]: json.loads(x)["model"] for x in lines}
+    published = {m.header["index"]["t"]: m.header["model"] for m in enhanced}
+    assert saved == published
+    card = tmp_path / "out" / ".tcan-live" / "adapted" / adapted / "model.toml"
+    assert card.is_file()
+
+
+def test_adapt_command_writes_a_model_and_resumes(tmp_path: Path, tiny_model: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from tcan_live._cli import main
+    from tcan_live.sr.card import read_card
+
+    frames = _frames(np.random.default_rng(6), 40.0, n=4)
+    tifffile.imwrite(tmp_path / "cells.ome.tif", np.stack(frames), photometric="minisblack",
+                     metadata={"axes": "TYX", "PhysicalSizeX": 0.05, "PhysicalSizeY": 0.05})
+    out = tmp_path / "models" / "my-cells"
+    argv = ["adapt", str(tmp_path / "cells.ome.tif"), "--out", str(out), "--init",
+            str(tiny_model), "--steps", "2", "--confocal-fwhm-nm", "200"]
+    assert main(argv) == 0
+    text = capsys.readouterr()
+    assert "wrote" in text.out and "brightest pixels" in text.err and "step 1" in text.err
+    card = read_card(out)
+    assert card.id == "my-cells" and card.training["adapt"]["steps"] == 2
+    assert card.training["adapt"]["config"]["confocal_fwhm_nm"] == 200
+    assert card.provenance["input_pixel_size_um"] == pytest.approx(0.05)
+    assert main([*argv[:-4], "--steps", "3"]) == 0  # the same folder again: resumes
+    assert "resuming at step 2" in capsys.readouterr().err
+    assert read_card(out).training["adapt"]["steps"] == 3
