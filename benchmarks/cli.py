@@ -105,6 +105,9 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=192)
     p.add_argument("--prior", type=float, default=1.0, help="prior weight")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--figures", default=None, help="folder for one figure per case")
+    p.add_argument("--real", default=None, help="also adapt on the confocal images of the "
+                   "shared real pairs in this folder (score against their STED images)")
     p.add_argument("--seed", type=int, default=4200)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--write-docs", action="store_true")

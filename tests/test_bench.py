@@ -142,3 +142,22 @@ def test_honesty_bench_writes_tables_for_each_family_and_photon_level(tiny_model
     assert len(dbe) == 8 and all(abs(v - 1.0) < 1e-9 for v in dbe)  # the input is the reference
     au = [r["uncertainty_auroc"] for r in rows if "uncertainty_auroc" in r]
     assert len(au) == 8 and all(0.0 <= v <= 1.0 for v in au)
+
+
+def test_adapt_bench_scores_before_and_after_against_the_truth(tiny_model: Path,
+                                                               tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    from benchmarks import adapt
+
+    assert adapt.main(["--model", str(tiny_model), "--families", "asters", "--photons", "20",
+                       "--frames", "2", "--test", "1", "--size", "64", "--budget-min", "0.05",
+                       "--figures", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    row = [line for line in out.splitlines() if line.startswith("| asters | 20 | 2 |")]
+    assert len(row) == 1
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert int(cells[4]) >= 1  # steps made
+    ssim = [float(c) for c in cells[5:8]]  # before, after, Richardson-Lucy
+    assert all(-1.0 <= v <= 1.0 for v in ssim)
+    assert (tmp_path / "adapt_asters_20ph_2f.png").is_file()
