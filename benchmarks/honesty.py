@@ -35,7 +35,7 @@ import numpy as np
 from benchmarks.cli import parse_script
 from tcan_live.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 REAL_PAIRS = (("tagan_axonal_rings_train_axons_0.tif", (0, 1)),
               ("tagan_dendritic_factin_train_804.tif", (0, 1)),
               ("tagan_live_factin_train_CONFSTEDfull2_0.tif", (0, 1)),

@@ -29,7 +29,7 @@ from benchmarks.cli import parse_script
 from benchmarks.report import emit, machine, table
 from tcan_live.sources import nd2live
 
-HEAD_FILE = Path(__file__).resolve().parents[2] / "tests" / "data" / "nd2" / "example-timelapse.nd2"
+HEAD_FILE = Path(__file__).resolve().parents[1] / "tests" / "data" / "nd2" / "example-timelapse.nd2"
 HEADER = struct.Struct("<IIQ")
 
 

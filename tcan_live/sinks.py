@@ -175,9 +175,11 @@ class AdaptSink:
         f = item.frame
         if self.thread is not None or self.done or f.index.c != self.channel:
             return
+        if item.pixel_size_um is None:  # no pixel size known: cannot adapt on it
+            return
         if self.stream is None:
             self.stream, self.px = f.stream, item.pixel_size_um
-        if f.stream != self.stream or item.pixel_size_um is None:
+        if f.stream != self.stream:
             return
         self.frames.append(np.array(f.data, copy=True))
         self.names.append(f"{Path(f.source).name}{f.index.as_dict()}")

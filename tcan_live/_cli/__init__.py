@@ -357,7 +357,8 @@ def _export_parser(sub: Any) -> None:
 def _models_parser(sub: Any) -> None:
     c = ModelsOptions
     p = sub.add_parser("models", help="list installed models, or export one (ONNX, bioimage.io)")
-    _opt(p, c, "models_action", nargs="?", choices=["list", "export"])
+    # no argparse choices: a default-less optional positional would be checked against them
+    _opt(p, c, "models_action", nargs="?", metavar="{list,export}")
     _opt(p, c, "model", "--model")
     _opt(p, c, "onnx", "--onnx", action="store_true", help="(export) write ONNX (the default)")
     _opt(p, c, "bioimageio", "--bioimageio", metavar="OUT.zip",
