@@ -195,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         "medians; SSIM after the affine fit; dbe = detail-band error (below 1: added detail "
         "more right than wrong); unc = uncertainty frame score.", "",
         table([{k: r.get(k, "-") for k in keys} for r in rows])])
-    section = "adapt-" + ("real-" if args.real else "") + args.budget_min.replace(",", "-")
-    emit(section + "min", body, args.write_docs)
+    section = ("adapt-" + ("real-" if args.real else "") + args.budget_min.replace(",", "-")
+               + "min" + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f"))
+    emit(section, body, args.write_docs)
     return 0
 
 
