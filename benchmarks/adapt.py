@@ -50,11 +50,7 @@ def figure(pair: Any, px: float, fwhm: float, before: Any, after: Any, title: st
            path: Path) -> None:
     """Input, Richardson-Lucy, the model before and after (each with its uncertainty map, on one
     scale relative to its output's range), and the STED truth, for one unseen field."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from benchmarks.report import Panel, save_panels
     from tcan_live.train.metrics import richardson_lucy
 
     outs = {"before": before.enhance(pair.confocal, px).image,
@@ -62,23 +58,15 @@ def figure(pair: Any, px: float, fwhm: float, before: Any, after: Any, title: st
     rel = {k: e.uncertainty(pair.confocal, px) / max(float(np.ptp(np.percentile(
         outs[k], [1.0, 99.9]))), 1e-12) for k, e in (("before", before), ("after", after))}
     top = max(float(np.percentile(r, 99.7)) for r in rel.values())
-    panels = [("confocal (input)", pair.confocal, "gray", None),
-              ("Richardson-Lucy", richardson_lucy(pair.confocal, fwhm, px), "gray", None),
-              ("model before", outs["before"], "gray", None),
-              (f"uncertainty before (0-{top:.2f})", rel["before"], "inferno", (0.0, top)),
-              ("adapted", outs["after"], "gray", None),
-              (f"uncertainty after (0-{top:.2f})", rel["after"], "inferno", (0.0, top)),
-              ("STED (truth)", pair.sted, "gray", None)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
-    for ax, (name, img, cmap, limits) in zip(axes, panels, strict=True):
-        lo, hi = limits or tuple(np.percentile(img, [0.5, 99.7]))
-        ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(name, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    panels: list[Panel] = [
+        ("confocal (input)", pair.confocal, "gray", None),
+        ("Richardson-Lucy", richardson_lucy(pair.confocal, fwhm, px), "gray", None),
+        ("model before", outs["before"], "gray", None),
+        (f"uncertainty before (0-{top:.2f})", rel["before"], "inferno", (0.0, top)),
+        ("adapted", outs["after"], "gray", None),
+        (f"uncertainty after (0-{top:.2f})", rel["after"], "inferno", (0.0, top)),
+        ("STED (truth)", pair.sted, "gray", None)]
+    save_panels(panels, title, path)
 
 
 def run_case(family: str, photons: float, frames: int, test: int, size: int, budget: float,

@@ -39,24 +39,23 @@ def _tuning(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def _nd2scan(doc: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=doc)
-    p.add_argument("--frames", type=int, default=1000)
-    p.add_argument("--size", type=int, default=1024, help="frame edge in px (uint16)")
-    p.add_argument("--folder", type=Path, default=None, help="where the file grows (a temp "
-                   "folder on the same disk by default)")
-    p.add_argument("--write-docs", action="store_true")
-    return p
+def _growth(size: int, what: str, where: str) -> Callable[[str | None], argparse.ArgumentParser]:
+    """The options of a benchmark that grows one output over many frames (nd2scan, storage)."""
+    def make(doc: str | None) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser(description=doc)
+        p.add_argument("--frames", type=int, default=1000)
+        p.add_argument("--size", type=int, default=size, help=f"frame edge in px ({what})")
+        p.add_argument("--folder", type=Path, default=None, help=where)
+        p.add_argument("--write-docs", action="store_true")
+        return p
+
+    return make
 
 
-def _storage(doc: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=doc)
-    p.add_argument("--frames", type=int, default=1000)
-    p.add_argument("--size", type=int, default=512, help="frame edge in px (float32)")
-    p.add_argument("--folder", type=Path, default=None, help="where to write (a temp folder "
-                   "on the default disk if not given)")
-    p.add_argument("--write-docs", action="store_true")
-    return p
+_nd2scan = _growth(1024, "uint16", "where the file grows (a temp folder on the same disk by "
+                   "default)")
+_storage = _growth(512, "float32", "where to write (a temp folder on the default disk if not "
+                   "given)")
 
 
 def _honesty(doc: str | None) -> argparse.ArgumentParser:

@@ -174,32 +174,19 @@ def ranking(rows: list[dict[str, Any]], method: str) -> float:
 
 
 def figure(case: Case, outputs: Outputs, methods: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from benchmarks.report import Panel, save_panels
 
     outs, maps = outputs
     # each map relative to its output's dynamic range, all maps on one scale: comparable
     rel = {m: maps[m] / max(float(np.ptp(np.percentile(outs[m], [1.0, 99.9]))), 1e-12)
            for m in methods}
     top = max(float(np.percentile(r, 99.7)) for r in rel.values()) if rel else 1.0
-    panels: list[tuple[str, np.ndarray, str, tuple[float, float] | None]] = [
-        ("confocal (input)", outs["input"], "gray", None)]
+    panels: list[Panel] = [("confocal (input)", outs["input"], "gray", None)]
     for m in methods:
         panels += [(m, outs[m], "gray", None),
                    (f"{m}: uncertainty (0-{top:.2f})", rel[m], "inferno", (0.0, top))]
     panels.append(("STED", case.sted, "gray", None))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
-    for ax, (title, img, cmap, limits) in zip(axes, panels, strict=True):
-        lo, hi = limits or tuple(np.percentile(img, [0.5, 99.7]))
-        ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(case.name, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_panels(panels, case.name, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,8 @@ import platform
 import re
 from pathlib import Path
 
+import numpy as np
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -45,6 +47,28 @@ def emit(section: str, body: str, write_docs: bool) -> None:
     print(body)
     if write_docs:
         write_section(section, body)
+
+
+Panel = tuple[str, np.ndarray, str, tuple[float, float] | None]  # title, image, cmap, limits
+
+
+def save_panels(panels: list[Panel], title: str, path: Path) -> None:
+    """One row of images (limits None: the image's 0.5-99.7th percentiles), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
+    for ax, (name, img, cmap, limits) in zip(axes, panels, strict=True):
+        lo, hi = limits or tuple(np.percentile(img, [0.5, 99.7]))
+        ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def table(rows: list[dict[str, object]]) -> str:

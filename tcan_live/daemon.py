@@ -126,18 +126,18 @@ class Daemon:
                          pixel_size_um=s.pixel_size_um, device=str(self.enhancer.device),
                          switch=self._switch, report=self._events.append)
 
-    def _switch(self, folder: Path) -> None:
+    def _switch(self, folder: Path, channel: int) -> None:
         """Worker thread, between frames: the adapted model takes over its channel."""
         from tcan_live.sr.enhancer import Enhancer
 
         s = self.settings
         new = Enhancer(str(folder), device=str(self.enhancer.device), tile=s.tile,
                        precision=s.precision)
-        self.adapted = (0, new)
-        log.info("watch --adapt: switched channel 0 to %s from frame seq %d on", new.model_id,
-                 self._seq)
+        self.adapted = (channel, new)
+        log.info("watch --adapt: switched channel %d to %s from frame seq %d on", channel,
+                 new.model_id, self._seq)
         self._events.append({"event": "model-switched", "model": new.model_id,
-                             "previous": self.enhancer.model_id, "channel": 0,
+                             "previous": self.enhancer.model_id, "channel": channel,
                              "from_seq": self._seq, "folder": str(folder)})
 
     @property

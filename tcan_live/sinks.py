@@ -143,12 +143,13 @@ class AdaptSink:
     """Collects the raw planes of the first ``n_frames`` frames of channel ``channel`` (the
     first stream that has them), then adapts the model to them in a background thread. When the
     adapted model is written, :meth:`idle` (worker thread, between frames) calls ``switch``
-    with its folder, once. A refusal (too few photons, saturated frames) or a failure is
-    reported through ``report`` and the daemon keeps its model; it never stops the daemon."""
+    with its folder and the channel, once. A refusal (too few photons, saturated frames) or a
+    failure is reported through ``report`` and the daemon keeps its model; it never stops the
+    daemon."""
 
     def __init__(self, *, init: Any, n_frames: int, out: Path, model_id: str,
                  budget_min: float, steps: int, pixel_size_um: float | None, device: str,
-                 switch: Callable[[Path], None], report: Callable[[dict[str, Any]], None],
+                 switch: Callable[[Path, int], None], report: Callable[[dict[str, Any]], None],
                  channel: int = 0) -> None:
         self.init, self.n_frames, self.out, self.model_id = init, n_frames, out, model_id
         self.budget_min, self.steps, self.device = budget_min, steps, device
@@ -213,7 +214,7 @@ class AdaptSink:
     def idle(self) -> None:
         if self.result is not None and not self.done:
             self.done = True
-            self.switch(self.result)
+            self.switch(self.result, self.channel)
 
     def close(self) -> None:
         pass  # a running adaptation is a daemon thread: it ends with the process
