@@ -106,13 +106,16 @@ def measure(case: Case, methods: dict[str, Any]) -> tuple[list[dict[str, Any]], 
         "input": case.confocal,
         "richardson-lucy": richardson_lucy(case.confocal, case.conf_fwhm_nm, case.px)}
     maps: dict[str, np.ndarray] = {}
+    spreads: dict[str, np.ndarray] = {}  # the plain spread, for models with an error head
     cost: dict[str, float] = {}
     for name, enh in methods.items():
         t0 = time.perf_counter()
         outs[name] = enh.enhance(case.confocal, case.px).image
         t1 = time.perf_counter()
-        maps[name] = enh.uncertainty(case.confocal, case.px)
+        maps[name] = enh.uncertainty(case.confocal, case.px, enhanced=outs[name])
         cost[name] = (time.perf_counter() - t1) / max(t1 - t0, 1e-9)
+        if enh.error_head is not None:  # same seed: the spread the head was given
+            spreads[name] = enh.spread(case.confocal, case.px)
     rows = []
     for method, img in outs.items():
         f = fidelity(img, case.sted)
@@ -125,6 +128,9 @@ def measure(case: Case, methods: dict[str, Any]) -> tuple[list[dict[str, Any]], 
             row["uncertainty_auroc"] = error_auroc(maps[method], img, case.sted)
             row["uncertainty_score"] = frame_score(maps[method], img)
             row["uncertainty_cost"] = cost[method]  # map time / enhance time
+        if method in spreads:
+            row["spread_auroc"] = error_auroc(spreads[method], img, case.sted)
+            row["spread_score"] = frame_score(spreads[method], img)
         rows.append(row)
     rows.append({"case": case.name, "family": case.family, "photons": case.photons,
                  "method": "target", "ridge_cv": ridge_cv(case.sted, case.sted)
@@ -142,9 +148,10 @@ def _med(rows: list[dict[str, Any]], key: str) -> float:
 def table(rows: list[dict[str, Any]], methods: list[str], photons: list[float | None],
           families: list[str]) -> str:
     keys = ("ssim", "nrmse", "detail_band_error", "resolution_nm", "ridge_cv",
-            "uncertainty_auroc")
+            "uncertainty_auroc", "spread_auroc")
     lines = ["| family | photons | method | SSIM | NRMSE | detail-band error | resolution nm | "
-             "ridge CV | uncertainty AUROC |", "|---|---|---|---|---|---|---|---|---|"]
+             "ridge CV | uncertainty AUROC | spread AUROC |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for fam in families:
         for ph in photons:
             sel = [r for r in rows if r["family"] == fam and r["photons"] == ph]
@@ -162,15 +169,13 @@ def table(rows: list[dict[str, Any]], methods: list[str], photons: list[float | 
     return "\n".join(lines) + "\n"
 
 
-def ranking(rows: list[dict[str, Any]], method: str) -> float:
+def ranking(rows: list[dict[str, Any]], method: str, key: str = "uncertainty_score") -> float:
     from scipy.stats import spearmanr
 
-    sel = [r for r in rows if r["method"] == method and "uncertainty_score" in r
-           and r["family"] != "real"]
+    sel = [r for r in rows if r["method"] == method and key in r and r["family"] != "real"]
     if len(sel) < 3:
         return float("nan")
-    return float(spearmanr([r["uncertainty_score"] for r in sel],
-                           [r["nrmse"] for r in sel]).statistic)
+    return float(spearmanr([r[key] for r in sel], [r["nrmse"] for r in sel]).statistic)
 
 
 def figure(case: Case, outputs: Outputs, methods: list[str], path: Path) -> None:
@@ -229,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
           "raw input's (1 = no added detail, below 1 more right than wrong, above 1 invented). "
           "Ridge CV: variation along the true structure (beads on a string raise it; compare "
           "with the target's). Uncertainty AUROC: how well the map ranks pixels by error (top "
-          "10%). Held-out families (never in training): "
+          "10%); spread AUROC: the same for the plain spread over noise redraws, for a model "
+          "whose map is its error head's (sr/error_head.py). Held-out families (never in "
+          "training): "
           f"{', '.join(HELDOUT_FAMILIES)}. Richardson-Lucy gets the true confocal PSF width.",
           "", "## Held-out simulations", "",
           table(rows, list(methods), [*photons], families)]
@@ -240,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"AUROC {_med(sim_rows, 'uncertainty_auroc'):.3f}; the map took "
                   f"{_med(sim_rows, 'uncertainty_cost'):.1f}x the enhancement's time (median, "
                   f"this CPU).")
+        if any("spread_auroc" in r for r in sim_rows):
+            md.append(f"- {m} without its error head (the plain spread over noise redraws): "
+                      f"Spearman rho = {ranking(rows, m, 'spread_score'):.3f}; median AUROC "
+                      f"{_med(sim_rows, 'spread_auroc'):.3f}.")
     if reals:
         md += ["", "## Real confocal/STED pairs (TA-GAN, 15 nm assumed)", "",
                table(rows, list(methods), [None], ["real"])]

@@ -166,6 +166,17 @@ class AdaptOptions(_Options):
     seed: int = 0
 
 
+class CalibrateOptions(_Options):
+    model: str  # a model folder or id; its folder is written into
+    images: int = Field(16, ge=1)  # simulated images per training family, and as many mixed
+    steps: int = Field(3000, ge=1)
+    width: int = Field(16, ge=1, le=256)
+    passes: int = Field(4, ge=2)
+    seed: int = 12000
+    size: int = Field(160, ge=64)
+    device: str = "auto"
+
+
 T = TypeVar("T", bound=BaseModel)
 
 

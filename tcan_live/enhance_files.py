@@ -99,7 +99,7 @@ def enhance_file(
             out[idx] = image
             if unc is not None and raw is not None:
                 unc[idx] = enhancer.uncertainty(raw, px, keep_model_grid=keep_model_grid,
-                                                seed=k, source=str(path))
+                                                seed=k, source=str(path), enhanced=image)
             if res is not None and raw is not None:
                 grid_out = (resample_to_shape(image, info.plane_shape) if keep_model_grid
                             else image)

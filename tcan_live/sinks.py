@@ -128,12 +128,12 @@ class UncertaintySink(StoreSink):
         t0 = time.perf_counter()
         enhancer = item.enhancer or self.enhancer  # the model that made the frame
         unc = enhancer.uncertainty(frame.data, item.pixel_size_um, source=frame.source,
-                                   seed=item.header["seq"])
+                                   seed=item.header["seq"], enhanced=res.image)
         score = frame_score(unc, res.image)
         self.last_score = round(score, 5)
         self.publisher.publisher.publish("uncertainty", frame.stream, {
             **item.header, "pixel_size_um": res.pixel_size_um,
-            "uncertainty": {"score": round(score, 5), "method": "noise-redraw+dihedral",
+            "uncertainty": {"score": round(score, 5), "method": enhancer.uncertainty_method,
                             "passes": DEFAULT_PASSES,
                             "ms": round(1000 * (time.perf_counter() - t0), 2)}}, unc)
         self.store.add(frame, unc, res.pixel_size_um, model=item.header.get("model"))

@@ -319,6 +319,7 @@ def test_the_command_line_declares_no_defaults_of_its_own() -> None:
 def test_absent_options_take_the_typed_defaults() -> None:
     from tcan_live._cli import build_parser
     from tcan_live.commands import (
+        CalibrateOptions,
         EnhanceOptions,
         ExportCommand,
         RecordOptions,
@@ -335,7 +336,8 @@ def test_absent_options_take_the_typed_defaults() -> None:
               {"input": Path("a.nd2"), "output": Path("b.ome.tif")}),
              (RecordOptions, ["record", "-o", "r.ome.tif"], {"output": Path("r.ome.tif")}),
              (SimulateOptions, ["simulate", "x"], {"out": Path("x")}),
-             (ViewOptions, ["view"], {})]
+             (ViewOptions, ["view"], {}),
+             (CalibrateOptions, ["calibrate", "m"], {"model": "m"})]
     for cls, argv, required in cases:
         assert parse_options(cls, vars(parse(argv))) == cls(**required), argv
     ns = vars(parse(["train", "p", "--out", "m"]))

@@ -20,6 +20,7 @@ from tcan_live.commands import (
     DEFAULT_ENDPOINT,
     PRECISIONS,
     AdaptOptions,
+    CalibrateOptions,
     ClusterOptions,
     DemoOptions,
     EnhanceOptions,
@@ -166,6 +167,13 @@ def cmd_train(ns: argparse.Namespace) -> int:
                                       "architecture": PRESETS[opts.preset]})
     return run_training(opts.pairs, opts.out, cfg, planes=_planes(opts.planes),
                         device=opts.device, init=opts.init, restart=opts.restart)
+
+
+@command("calibrate")
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from tcan_live.train.calibrate import run_calibrate
+
+    return run_calibrate(parse_options(CalibrateOptions, vars(args)))
 
 
 @command("adapt")
@@ -426,6 +434,21 @@ def _train_parser(sub: Any) -> None:
     _opt(p, o, "device", "--device")
 
 
+def _calibrate_parser(sub: Any) -> None:
+    c = CalibrateOptions
+    p = sub.add_parser("calibrate", help="train a model's error head on simulated pairs (the "
+                       "uncertainty map then predicts the error; sr/error_head.py)")
+    p.add_argument("model", help="model folder or id (its folder is written into)")
+    _opt(p, c, "images", "--images", type=int,
+         help="simulated fields per training family (and half as many mixed ones in all)")
+    _opt(p, c, "steps", "--steps", type=int, help="optimiser steps")
+    _opt(p, c, "width", "--width", type=int, help="channels of the head")
+    _opt(p, c, "passes", "--passes", type=int, help="noise redraws of the spread")
+    _opt(p, c, "seed", "--seed", type=int)
+    _opt(p, c, "size", "--size", type=int, help="field size in 50 nm pixels")
+    _opt(p, c, "device", "--device")
+
+
 def _adapt_parser(sub: Any) -> None:
     c = AdaptOptions
     p = sub.add_parser("adapt", help="fit a model to your own sample from its confocal frames "
@@ -549,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_enhance_parser, _export_parser, _models_parser, _simulate_parser,
-                _train_parser, _adapt_parser, _evaluate_parser, _watch_parser, _client_parsers):
+                _train_parser, _adapt_parser, _calibrate_parser, _evaluate_parser,
+                _watch_parser, _client_parsers):
         add(sub)
     return parser
 

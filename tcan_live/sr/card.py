@@ -70,6 +70,17 @@ class Weights(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class ErrorHeadCard(_Strict):
+    """The model's error head (sr/error_head.py), written by ``tcan-live calibrate``."""
+
+    file: str = Field("error_head.safetensors", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    width: int = Field(16, ge=1, le=256)
+    passes: int = Field(4, ge=2, description="noise redraws of the spread it was trained on")
+    trained_on: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+
+
 class Card(_Strict):
     format: Literal["tcan-live-model"] = "tcan-live-model"
     format_version: int = CARD_VERSION
@@ -85,6 +96,7 @@ class Card(_Strict):
     provenance: dict[str, Any] = {}
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
+    error_head: ErrorHeadCard | None = None  # optional: models without one use the plain spread
 
     @field_validator("format_version")
     @classmethod

@@ -31,6 +31,7 @@ from tcan_live.sr.device import (
     sync,
     upload,
 )
+from tcan_live.sr.error_head import LoadedHead, load_head
 from tcan_live.sr.fused import FusedCPUGenerator, fused_available
 from tcan_live.sr.hostmem import retain_freed_memory
 from tcan_live.sr.model import load_generator
@@ -83,6 +84,7 @@ class Enhancer:
         self.folder = resolve_model(model)
         card, generator = load_generator(self.folder)
         self.card: Card = card
+        self._head: LoadedHead | None = None
         self.device = pick_device(device)
         self.tile = round_up(int(tile or card.tiling.tile), ALIGN)
         self.overlap = round_up(int(card.tiling.overlap if overlap is None else overlap), ALIGN)
@@ -231,15 +233,50 @@ class Enhancer:
 
     def uncertainty(self, image: np.ndarray, pixel_size_um: float | None = None, *,
                     keep_model_grid: bool = False, passes: int = DEFAULT_PASSES, seed: int = 0,
-                    source: str = "") -> np.ndarray:
-        """The per-pixel uncertainty map of :meth:`enhance`'s output (same shape and grid;
-        standard deviation in the output's units; method and cost in sr/uncertainty.py)."""
+                    source: str = "", enhanced: np.ndarray | None = None) -> np.ndarray:
+        """The per-pixel uncertainty map of :meth:`enhance`'s output (same shape and grid,
+        the output's units; larger = less certain). With the model's error head (card
+        ``[error_head]``): the predicted absolute error; without: the spread over noise
+        redraws (method and cost in sr/uncertainty.py and sr/error_head.py). ``enhanced``:
+        the output already computed for this frame (saves one pass)."""
         px = pixel_size_um or self.pixel_size_um
+        spread = self.spread(image, pixel_size_um, keep_model_grid=keep_model_grid,
+                             passes=passes, seed=seed, source=source)
+        head = self.error_head
+        if head is None:
+            return spread
+        if enhanced is None:
+            enhanced = self.enhance(image, pixel_size_um, keep_model_grid=keep_model_grid,
+                                    source=source).image
+        out_px = self.pixel_size_um if keep_model_grid else px
+        return head.predict(np.asarray(image), np.asarray(enhanced), spread, out_px)
+
+    def spread(self, image: np.ndarray, pixel_size_um: float | None = None, *,
+               keep_model_grid: bool = False, passes: int = DEFAULT_PASSES, seed: int = 0,
+               source: str = "") -> np.ndarray:
+        """Standard deviation of the output over ``passes`` noise redraws under flips and
+        rotations (sr/uncertainty.py): the error head's input, and the map of a model
+        without one."""
         return uncertainty_map(
             lambda a: self.enhance(a, pixel_size_um, keep_model_grid=keep_model_grid,
                                    source=source).image,
-            np.asarray(image), px, confocal_fwhm_nm=self.card.confocal_fwhm_nm, passes=passes,
-            seed=seed)
+            np.asarray(image), pixel_size_um or self.pixel_size_um,
+            confocal_fwhm_nm=self.card.confocal_fwhm_nm, passes=passes, seed=seed)
+
+    @property
+    def uncertainty_method(self) -> str:
+        """What :meth:`uncertainty` computes (the status channel and saved files name it)."""
+        return ("error-head(noise-redraw+dihedral)" if self.card.error_head is not None
+                else "noise-redraw+dihedral")
+
+    @property
+    def error_head(self) -> LoadedHead | None:
+        """The model's error head (loaded and checked on first use), None if it has none."""
+        if self.card.error_head is None:
+            return None
+        if self._head is None:
+            self._head = load_head(self.folder, self.card.error_head, self.pixel_size_um)
+        return self._head
 
     def _tiled(self, x: torch.Tensor, times: dict[str, float]) -> tuple[torch.Tensor, int]:
         """Tiles through the network, with the out-of-memory fallbacks."""

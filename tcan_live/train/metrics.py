@@ -102,12 +102,18 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def error_map(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-pixel |pred - target| after the affine fit, in units of the target's range
+    (0.1-99.9th percentile): the error the uncertainty map is judged against."""
+    t = _norm(target)
+    return np.abs(_fitted(pred, t) - t)
+
+
 def error_auroc(uncertainty: np.ndarray, pred: np.ndarray, target: np.ndarray,
                 top: float = 0.10) -> float:
     """How well ``uncertainty`` ranks pixels by actual error: AUROC for "this pixel's error
-    (|pred - target| after the affine fit) is in the image's top ``top`` fraction"."""
-    t = _norm(target)
-    err = np.abs(_fitted(pred, t) - t)
+    (:func:`error_map`) is in the image's top ``top`` fraction"."""
+    err = error_map(pred, target)
     q = np.quantile(err, 1.0 - top)
     pos = err >= q
     return auroc(uncertainty, pos if not pos.all() else err > q)  # ties at the threshold
