@@ -106,8 +106,9 @@ def cmd_models(ns: argparse.Namespace) -> int:
             print(f"{mark} {folder.name:24s} BROKEN: {card}")
         else:
             a = card.architecture
+            head = " error-head" if card.error_head is not None else ""
             print(f"{mark} {folder.name:24s} {a.name} unet={list(a.unet_widths)} "
-                  f"dfcan={a.dfcan_width} pixel={card.pixel_size_um} um  {folder}")
+                  f"dfcan={a.dfcan_width} pixel={card.pixel_size_um} um{head}  {folder}")
     return 0
 
 
