@@ -71,7 +71,8 @@ def enhance_file(
 ) -> list[Path]:
     """Enhance every plane of one input; returns the files written (nothing on failure).
     ``uncertainty``: also ``<stem>_uncertainty.ome.tif`` (float32, the enhanced output's
-    shape; larger = less certain; sr/uncertainty.py), computed here (not on a cluster).
+    shape; larger = less certain; sr/uncertainty.py, sr/error_head.py), computed here (not on
+    a cluster).
 
     With a Dask ``client`` the planes are enhanced on the cluster's workers (each holding the
     model) and written here in order, exactly as in the single-process path."""
