@@ -76,6 +76,19 @@ def head_inputs(raw: np.ndarray, enhanced: np.ndarray, spread: np.ndarray) -> np
     return np.stack([r, o, s]).astype(np.float32)
 
 
+def output_range(enhanced: np.ndarray) -> float:
+    """The output's 0.1-99.9th percentile range: the unit of the head's prediction."""
+    return _unit(np.asarray(enhanced, np.float64))[2]
+
+
+def error_fraction(head: ErrorHead, x: np.ndarray) -> np.ndarray:
+    """The head's predicted absolute error (fraction of the output's range) for inputs ``x``
+    (:func:`head_inputs`, on the head's grid)."""
+    with torch.inference_mode():
+        b = torch.exp(head(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None]))
+    return np.asarray(b[0, 0].numpy(), np.float32)
+
+
 def laplace_nll(log_b: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of |error| under a Laplace scale exp(log_b) (constants off)."""
     return (log_b + error.abs() / torch.exp(log_b)).mean()
@@ -100,13 +113,10 @@ class LoadedHead:
             f = pixel_size_um / self.model_px_um
             grid = (max(round(shape[0] * f), 8), max(round(shape[1] * f), 8))
             x = np.stack([resample_to_shape(c, grid) for c in x])
-        with torch.inference_mode():
-            b = torch.exp(self.head(torch.from_numpy(np.ascontiguousarray(x))[None]))[0, 0]
-        frac = b.numpy().astype(np.float32)
+        frac = error_fraction(self.head, x)
         if not on_grid:
             frac = np.clip(resample_to_shape(frac, shape), 0, None)
-        _, _, rng = _unit(np.asarray(enhanced, np.float64))
-        return np.asarray(frac * rng, np.float32)
+        return np.asarray(frac * output_range(enhanced), np.float32)
 
 
 def save_head(folder: Path, head: ErrorHead) -> str:

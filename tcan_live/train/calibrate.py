@@ -24,7 +24,15 @@ import torch
 from tcan_live.commands import CalibrateOptions
 from tcan_live.errors import ConfigError
 from tcan_live.sr.card import ErrorHeadCard, resolve_model, write_card
-from tcan_live.sr.error_head import HEAD_FILE, ErrorHead, head_inputs, laplace_nll, save_head
+from tcan_live.sr.error_head import (
+    HEAD_FILE,
+    ErrorHead,
+    error_fraction,
+    head_inputs,
+    laplace_nll,
+    output_range,
+    save_head,
+)
 from tcan_live.sr.uncertainty import frame_score
 from tcan_live.train.metrics import auroc, error_map
 
@@ -113,10 +121,7 @@ def train_head(train: list[Example], steps: int, width: int, seed: int, device: 
 def predict(head: ErrorHead, ex: Example) -> np.ndarray:
     """The head's map for an example, in the output's units (as LoadedHead.predict on the
     model's grid)."""
-    with torch.inference_mode():
-        b = torch.exp(head(torch.from_numpy(ex.x)[None]))[0, 0].numpy()
-    lo, hi = np.percentile(ex.output, [0.1, 99.9])
-    return np.asarray(b * max(float(hi - lo), 1e-12), np.float32)
+    return np.asarray(error_fraction(head, ex.x) * output_range(ex.output), np.float32)
 
 
 def validate(head: ErrorHead, val: list[Example]) -> dict[str, float]:
