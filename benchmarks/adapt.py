@@ -6,7 +6,9 @@ detector, 50 nm pixels), ``--frames`` fields of view to adapt on (confocal only)
 ``--test`` further fields; the model is adapted for ``--budget-min`` minutes on this CPU, then
 the initial model, the adapted model and Richardson-Lucy are scored against the STED truth on
 the adaptation frames themselves (the real use: enhance what you adapted on) and on the unseen
-fields: SSIM and the detail-band error (docs/training.md), and the uncertainty frame score.
+fields: SSIM and the detail-band error (docs/training.md), and the frame score of the spread
+over noise redraws (sr/uncertainty.py; the adapted model has no error head, so the spread is
+what compares like with like).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ def _scores(enh: Any, pairs: list[Any], px: float, fwhm: float) -> dict[str, flo
         out = enh.enhance(p.confocal, px).image
         ssim.append(fidelity(out, p.sted)["ssim"])
         dbe.append(detail_band_error(out, p.sted, p.confocal, px))
-        unc.append(frame_score(enh.uncertainty(p.confocal, px), out))
+        # the spread, which both models have (an adapted model has no error head): like
+        # is compared with like
+        unc.append(frame_score(enh.spread(p.confocal, px), out))
     return {"ssim": float(np.median(ssim)), "dbe": float(np.median(dbe)),
             "uncertainty": float(np.median(unc))}
 
@@ -55,7 +59,7 @@ def figure(pair: Any, px: float, fwhm: float, before: Any, after: Any, title: st
 
     outs = {"before": before.enhance(pair.confocal, px).image,
             "after": after.enhance(pair.confocal, px).image}
-    rel = {k: e.uncertainty(pair.confocal, px) / max(float(np.ptp(np.percentile(
+    rel = {k: e.spread(pair.confocal, px) / max(float(np.ptp(np.percentile(
         outs[k], [1.0, 99.9]))), 1e-12) for k, e in (("before", before), ("after", after))}
     top = max(float(np.percentile(r, 99.7)) for r in rel.values())
     panels: list[Panel] = [
@@ -176,12 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join([
         f"`python -m benchmarks.adapt --families {args.families} --photons {args.photons} "
         f"--frames {args.frames} --budget-min {args.budget_min} --test {args.test} "
-        f"--size {args.size} --prior {args.prior} --lr {args.lr}"
+        f"--size {args.size} --prior {args.prior} --lr {args.lr} --seed {args.seed}"
         + (f" --real {args.real}" if args.real else "") + f"` on {machine()}, model "
         f"{args.model}. "
         "'own': the frames adapted on; 'unseen': other fields of the same acquisition; "
         "medians; SSIM after the affine fit; dbe = detail-band error (below 1: added detail "
-        "more right than wrong); unc = uncertainty frame score.", "",
+        "more right than wrong); unc = the frame score of the spread over noise redraws (both "
+        "models have it; an adapted model has no error head).", "",
         table([{k: r.get(k, "-") for k in keys} for r in rows])])
     section = ("adapt-" + ("real-" if args.real else "") + args.budget_min.replace(",", "-")
                + "min" + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f"))
