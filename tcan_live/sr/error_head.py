@@ -17,18 +17,16 @@ without one keeps the plain spread.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tcan_live.errors import ModelError
 from tcan_live.resample import resample_to_shape, same_grid
 from tcan_live.sr.card import ErrorHeadCard, sha256_file
+from tcan_live.sr.model import load_state, save_state
 
 HEAD_FILE = "error_head.safetensors"
 DILATIONS = (1, 2, 4, 8, 1)  # receptive field 33 px (1.65 um at 50 nm)
@@ -122,10 +120,7 @@ class LoadedHead:
 def save_head(folder: Path, head: ErrorHead) -> str:
     """Write the head's weights atomically; returns their sha256."""
     path = folder / HEAD_FILE
-    tmp = path.with_suffix(".safetensors.tmp")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": "tcan-live-error-head"})
-    os.replace(tmp, path)
+    save_state(head, path, "tcan-live-error-head")
     return sha256_file(path)
 
 
@@ -135,14 +130,6 @@ def load_head(folder: Path, card: ErrorHeadCard, model_px_um: float) -> LoadedHe
         raise ModelError(path, "the card names an error head that is not in the model folder")
     if sha256_file(path) != card.sha256:
         raise ModelError(path, "checksum does not match the card's [error_head] sha256")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ModelError(path, f"not a readable safetensors file: {err}") from err
     head = ErrorHead(card.width)
-    try:
-        head.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
-        raise ModelError(path, f"weights do not match the card's [error_head]: {first}") from err
+    load_state(head, path, "[error_head]")
     return LoadedHead(head, card, model_px_um)
