@@ -108,9 +108,11 @@ def measure(case: Case, methods: dict[str, Any]) -> tuple[list[dict[str, Any]], 
     maps: dict[str, np.ndarray] = {}
     spreads: dict[str, np.ndarray] = {}  # the plain spread, for models with an error head
     cost: dict[str, float] = {}
+    restored: dict[str, int] = {}
     for name, enh in methods.items():
         t0 = time.perf_counter()
-        outs[name] = enh.enhance(case.confocal, case.px).image
+        res = enh.enhance(case.confocal, case.px)
+        outs[name], restored[name] = res.image, res.restored
         t1 = time.perf_counter()
         maps[name] = enh.uncertainty(case.confocal, case.px, enhanced=outs[name])
         cost[name] = (time.perf_counter() - t1) / max(t1 - t0, 1e-9)
@@ -128,6 +130,7 @@ def measure(case: Case, methods: dict[str, Any]) -> tuple[list[dict[str, Any]], 
             row["uncertainty_auroc"] = error_auroc(maps[method], img, case.sted)
             row["uncertainty_score"] = frame_score(maps[method], img)
             row["uncertainty_cost"] = cost[method]  # map time / enhance time
+            row["restored"] = restored[method]  # coefficients sr/restore.py put back
         if method in spreads:
             row["spread_auroc"] = error_auroc(spreads[method], img, case.sted)
             row["spread_score"] = frame_score(spreads[method], img)
@@ -247,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"AUROC {_med(sim_rows, 'uncertainty_auroc'):.3f}; the map took "
                   f"{_med(sim_rows, 'uncertainty_cost'):.1f}x the enhancement's time (median, "
                   f"this CPU).")
+        acted = [r for r in rows if r["method"] == m and r.get("restored", 0) > 0]
+        fams = sorted({r["family"] for r in acted})
+        md.append(f"- {m}: sr/restore.py put back erased measured detail in {len(acted)} of "
+                  f"{len(sims) + len(reals)} images ({', '.join(fams) or 'none'}); every other "
+                  "output is the network's, unchanged.")
         if any("spread_auroc" in r for r in sim_rows):
             md.append(f"- {m} without its error head (the plain spread over noise redraws): "
                       f"Spearman rho = {ranking(rows, m, 'spread_score'):.3f}; median AUROC "

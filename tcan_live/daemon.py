@@ -235,6 +235,7 @@ class Daemon:
             "acquired_s": frame.time_s, "seen_at": frame.extra.get("seen_at"),
             "model": enh.model_id, "processing_ms": round(ms, 2),
             "trust": {"score": round(trust.score, 4), "nrmse": round(trust.nrmse, 4)},
+            "restored": res.restored,
             "timings_ms": {k: round(v, 2) for k, v in res.timings_ms.items()},
         }
         self._seq += 1

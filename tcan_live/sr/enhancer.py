@@ -37,6 +37,7 @@ from tcan_live.sr.hostmem import retain_freed_memory
 from tcan_live.sr.model import load_generator
 from tcan_live.sr.network import UNET_DEPTH
 from tcan_live.sr.normalize import Affine, denormalize, normalize, percentile_affine
+from tcan_live.sr.restore import restore_measured
 from tcan_live.sr.tiling import Stitcher, Tile, pad_to, plan_tiles, round_up
 from tcan_live.sr.trust import TrustResult, trust_check, trust_normalised
 from tcan_live.sr.uncertainty import DEFAULT_PASSES, uncertainty_map
@@ -58,6 +59,9 @@ class EnhanceResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     tile: int = 0
     trust: TrustResult | None = None  # with enhance(..., trust=True); no residual map
+    # Fourier coefficients of measured detail that the network erased and sr/restore.py put
+    # back (0 = the network's output as it was)
+    restored: int = 0
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -78,8 +82,10 @@ class Enhancer:
         overlap: int | None = None, batch: int | None = None, precision: str = "auto",
         memory_budget_px: int | None = None, warmup: bool = True,
         channels_last: bool | None = None, fused: bool | None = None,
-        cuda_graphs: bool | None = None,
+        cuda_graphs: bool | None = None, restore: bool = True,
     ) -> None:
+        """``restore``: put back measured periodic detail that the network erased
+        (sr/restore.py; on by default, measured in docs/evaluation/honesty.md)."""
         retain_freed_memory()  # activations reuse heap memory, tile after tile (see hostmem)
         self.folder = resolve_model(model)
         card, generator = load_generator(self.folder)
@@ -91,6 +97,7 @@ class Enhancer:
         # measured on a 2-core CPU: one tile per call is fastest (cache); GPUs want batches
         self.batch = max(int(batch), 1) if batch else (8 if self.device.type == "cuda" else 1)
         self.memory_budget_px = memory_budget_px
+        self.restore = bool(restore)
         self.dtype = self._autocast_dtype(precision)
         self.generator = generator.to(self.device).eval()
         # default channels_last (NHWC), measured (docs/benchmarks.md, tuning tables): on the
@@ -202,6 +209,15 @@ class Enhancer:
                 x = upload(resample(xn, src_px, model_px), self.device)
                 lap("resample")
             y, tile = self._tiled(x, times)
+            restored = 0
+            if self.restore:
+                clock = time.perf_counter()
+                fixed = restore_measured(x, y, model_px, self.card.confocal_fwhm_nm)
+                y, restored = fixed.image, fixed.bins
+                lap("restore")
+                if restored:
+                    log.info("%s: %d erased Fourier coefficients of measured detail put back",
+                             source or "frame", restored)
             clock = time.perf_counter()
             if on_grid:
                 times["resample_back"] = 0.0
@@ -229,7 +245,7 @@ class Enhancer:
                                         device=self.device)
                 lap("trust")
         return EnhanceResult(result, out_px if pixel_size_um else None, affine, times, tile,
-                             check)
+                             check, restored)
 
     def uncertainty(self, image: np.ndarray, pixel_size_um: float | None = None, *,
                     keep_model_grid: bool = False, passes: int = DEFAULT_PASSES, seed: int = 0,
