@@ -71,13 +71,15 @@ Pair = tuple[Message, Message]  # (enhanced, raw) of one frame
 
 
 def check_against_offline(pairs: list[Pair], tiny_model: Path) -> None:
-    """Each published enhanced frame equals an offline Enhancer run on its published raw."""
+    """Each published enhanced frame equals an offline Enhancer run on its published raw,
+    and its header reports the same sr/restore.py count."""
     from tcan_live.sr.enhancer import Enhancer
 
     enh = Enhancer(tiny_model, warmup=False)
     for m, raw in pairs:
-        ref = enh.enhance(raw.array, raw.header["pixel_size_in_um"]).image
-        np.testing.assert_allclose(m.array, ref, rtol=1e-4, atol=1e-3)
+        ref = enh.enhance(raw.array, raw.header["pixel_size_in_um"])
+        np.testing.assert_allclose(m.array, ref.image, rtol=1e-4, atol=1e-3)
+        assert m.header["restored"] == ref.restored
 
 
 def pair_up(got: dict[str, list[Message]]) -> list[Pair]:
