@@ -31,6 +31,7 @@ class ModelOptions(_Options):
     device: str = "auto"
     tile: int | None = Field(None, ge=32)
     precision: Precision = "auto"
+    restore: bool = True  # put back measured periodic detail the network erased (sr/restore.py)
 
 
 class ClusterOptions(_Options):

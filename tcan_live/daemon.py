@@ -78,7 +78,8 @@ class Daemon:
         from tcan_live.sr.enhancer import Enhancer
 
         s = self.settings
-        self.enhancer = Enhancer(s.model, device=s.device, tile=s.tile, precision=s.precision)
+        self.enhancer = Enhancer(s.model, device=s.device, tile=s.tile, precision=s.precision,
+                                 restore=s.restore)
         self.store = OutputStore(s.output_folder(), s.folder.resolve() if s.folder else None,
                                  model_id=self.enhancer.model_id, on_error=self._file_error,
                                  fmt=s.output_format)
@@ -132,7 +133,7 @@ class Daemon:
 
         s = self.settings
         new = Enhancer(str(folder), device=str(self.enhancer.device), tile=s.tile,
-                       precision=s.precision)
+                       precision=s.precision, restore=s.restore)
         self.adapted = (channel, new)
         log.info("watch --adapt: switched channel %d to %s from frame seq %d on", channel,
                  new.model_id, self._seq)

@@ -31,6 +31,7 @@ def run_demo(args: DemoOptions) -> int:
         acq.mkdir()
         daemon = Daemon(Settings(folder=acq, output=out / "enhanced", model=args.model,
                                  device=args.device, tile=args.tile, precision=args.precision,
+                                 restore=args.restore,
                                  endpoint="tcp://127.0.0.1:*", settle_s=1.0))
         print(f"demo: simulated acquisition in {acq}, {args.frames} frames of "
               f"{args.size}x{args.size} px every {args.interval:g} s")

@@ -38,8 +38,9 @@ class EnhancerPlugin(_WorkerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self, model: str | None, device: str = "auto", tile: int | None = None,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", restore: bool = True) -> None:
         self.model, self.device, self.tile, self.precision = model, device, tile, precision
+        self.restore = restore
         self.enhancer: Any = None
         self.loads = 0
 
@@ -50,7 +51,7 @@ class EnhancerPlugin(_WorkerPlugin):
         if device == "auto" and os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
             device = "cpu"
         self.enhancer = Enhancer(self.model, device=device, tile=self.tile,
-                                 precision=self.precision)
+                                 precision=self.precision, restore=self.restore)
         self.loads += 1
         log.info("worker %s loaded model %s on %s", getattr(worker, "address", "?"),
                  self.enhancer.model_id, self.enhancer.device)
@@ -89,7 +90,7 @@ def worker_loads(dask_worker: Any) -> tuple[int, int]:
 
 @contextmanager
 def connect(scheduler: str | None, workers: int | None, *, model: str | None, device: str,
-            tile: int | None, precision: str = "auto") -> Iterator[Any]:
+            tile: int | None, precision: str = "auto", restore: bool = True) -> Iterator[Any]:
     """A distributed Client (to ``scheduler``, or to a LocalCluster of ``workers`` processes)
     with the enhancer plugin registered on every worker."""
     try:
@@ -104,7 +105,8 @@ def connect(scheduler: str | None, workers: int | None, *, model: str | None, de
                                dashboard_address=None)
         client = Client(cluster)
     try:
-        client.register_plugin(EnhancerPlugin(model, device, tile, precision), name=PLUGIN_NAME)
+        client.register_plugin(EnhancerPlugin(model, device, tile, precision, restore),
+                               name=PLUGIN_NAME)
         yield client
     finally:
         client.close()

@@ -157,12 +157,13 @@ def enhance_all(opts: EnhanceOptions) -> int:
             enhancer: Any = ModelInfo(opts.model)
             client = stack.enter_context(connect(opts.scheduler, opts.workers, model=opts.model,
                                                  device=opts.device, tile=opts.tile,
-                                                 precision=opts.precision))
+                                                 precision=opts.precision,
+                                                 restore=opts.restore))
         else:
             from tcan_live.sr.enhancer import Enhancer
 
             enhancer = Enhancer(opts.model, device=opts.device, tile=opts.tile,
-                                precision=opts.precision)
+                                precision=opts.precision, restore=opts.restore)
         return _enhance_all(opts, enhancer, client)
 
 

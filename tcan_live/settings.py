@@ -43,6 +43,8 @@ class Settings(BaseModel):
     device: str = "auto"
     tile: int | None = Field(None, ge=32)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    restore: bool = Field(True, description="put back measured periodic detail that the "
+                          "network erased (sr/restore.py)")
     pixel_size_um: float | None = Field(None, gt=0, description="overrides the files' value")
     endpoint: str = DEFAULT_ENDPOINT
     allow_remote: bool = False

@@ -296,12 +296,17 @@ def test_settings_precedence_and_service_example(tmp_path: Path) -> None:
 
 def test_watch_flags_reach_the_settings() -> None:
     from tcan_live._cli import build_parser, settings_from_args
+    from tcan_live.settings import load_settings
 
     args = build_parser().parse_args(["watch", "D:/acquisitions", "--precision", "bf16",
                                       "--tile", "256"])
     s = settings_from_args(args)
     assert (s.precision, s.tile, s.folder) == ("bf16", 256, Path("D:/acquisitions"))
-    assert settings_from_args(build_parser().parse_args(["watch", "x"])).precision == "auto"
+    default = settings_from_args(build_parser().parse_args(["watch", "x"]))
+    assert default.precision == "auto" and default.restore is True
+    assert settings_from_args(build_parser().parse_args(["watch", "x", "--no-restore"])
+                              ).restore is False
+    assert load_settings(None, env={"TCAN_LIVE_RESTORE": "false"}).restore is False
 
 
 def test_slowly_written_single_frame_is_read_once_complete(run_daemon: Any, tmp_path: Path,

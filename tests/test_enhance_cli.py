@@ -110,3 +110,26 @@ def test_missing_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
                "--model", "no-such-model"])
     assert rc == 2
     assert "no-such-model: no installed model with this id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-restore"]])
+def test_enhance_restores_an_erased_pattern_unless_told_not_to(
+        tiny_model: Path, tmp_path: Path, flag: list[str]) -> None:
+    """sr/restore.py runs in `enhance` by default; `--no-restore` gives the network's output."""
+    from lattice import confocal, lattice
+
+    from tcan_live.sr.enhancer import Enhancer
+
+    rng = np.random.default_rng(7)
+    frame = confocal(lattice(192, 300.0, 0.5, True, rng), 200.0, rng).astype(np.uint16)
+    src = tmp_path / "lattice.tif"
+    tifffile.imwrite(src, frame, imagej=True, resolution=(20.0, 20.0), metadata={"unit": "um"})
+    out = tmp_path / "out"
+    assert main(["enhance", str(src), "-o", str(out), "--model", str(tiny_model), *flag]) == 0
+    arr, _ = _ome(out / "lattice_tcan.ome.tif")
+    on, off = (Enhancer(tiny_model, warmup=False, restore=r).enhance(frame, 0.05)
+               for r in (True, False))
+    assert on.restored > 0  # the tiny random network does not keep the lattice
+    want = off if flag else on
+    np.testing.assert_allclose(arr, want.image, rtol=1e-5, atol=1e-3)
+    assert not np.allclose(arr, (on if flag else off).image, rtol=1e-5, atol=1e-3)

@@ -273,6 +273,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         path("config"), folder=path("folder"), output=path("output"), model=a.get("model"),
         device=None if a.get("device") in (None, "auto") else a["device"], tile=a.get("tile"),
         precision=None if a.get("precision") in (None, "auto") else a["precision"],
+        restore=a.get("restore"),
         pixel_size_um=a.get("pixel_size_um"), endpoint=a.get("endpoint"), mode=a.get("mode"),
         poll=a.get("poll"), settle_s=a.get("settle"), allow_remote=a.get("allow_remote"),
         curve_keys=path("curve_keys"), insecure=a.get("insecure"), log_file=path("log_file"),
@@ -311,6 +312,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     _opt(p, ModelOptions, "precision", "--precision", choices=PRECISIONS,
          help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with AVX512-BF16/AMX is "
               "faster, see docs/benchmarks.md")
+    _opt(p, ModelOptions, "restore", "--restore", action=argparse.BooleanOptionalAction,
+         help="put back a regular pattern that the raw frame shows and the network erased, at "
+              "the raw frame's amplitude (sr/restore.py; --no-restore: the network's output "
+              "as it is)")
 
 
 def _add_format_option(p: argparse.ArgumentParser, cls: type[BaseModel]) -> None:

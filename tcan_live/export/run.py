@@ -30,12 +30,13 @@ def run_export(cmd: ExportCommand) -> int:
 
             client = stack.enter_context(connect(cmd.scheduler, cmd.workers, model=cmd.model,
                                                  device=cmd.device, tile=cmd.tile,
-                                                 precision=cmd.precision))
+                                                 precision=cmd.precision,
+                                                 restore=cmd.restore))
         else:
             from tcan_live.sr.enhancer import Enhancer
 
             enhancer = Enhancer(cmd.model, device=cmd.device, tile=cmd.tile,
-                                precision=cmd.precision)
+                                precision=cmd.precision, restore=cmd.restore)
         return _run(cmd.input, out, opts, enhancer, client)
 
 
