@@ -113,6 +113,18 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def _restore(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--model", default=None)
+    p.add_argument("--n", type=int, default=3, help="images per family and photon level")
+    p.add_argument("--photons", default="10,30,100")
+    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--seed", type=int, default=9100)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--write-docs", action="store_true")
+    return p
+
+
 _PARSERS: dict[str, Callable[[str | None], argparse.ArgumentParser]] = {
     'model': _model,
     'adapt': _adapt,
@@ -121,6 +133,7 @@ _PARSERS: dict[str, Callable[[str | None], argparse.ArgumentParser]] = {
     'nd2scan': _nd2scan,
     'storage': _storage,
     'honesty': _honesty,
+    'restore': _restore,
 }
 
 

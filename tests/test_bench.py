@@ -161,3 +161,14 @@ def test_adapt_bench_scores_before_and_after_against_the_truth(tiny_model: Path,
     ssim = [float(c) for c in cells[5:8]]  # before, after, Richardson-Lucy
     assert all(-1.0 <= v <= 1.0 for v in ssim)
     assert (tmp_path / "adapt_asters_20ph_2f.png").is_file()
+
+
+def test_restore_bench_compares_with_and_without_on_every_family(tiny_model: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import restore
+
+    assert restore.main(["--model", str(tiny_model), "--n", "1", "--photons", "100",
+                         "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "13 simulated images (13 families x 1 photon levels x 1)" in out
+    assert "sr/restore.py acted on" in out
