@@ -24,8 +24,9 @@ The rule (one place: :func:`restore_measured`), on the model's grid, normalised 
 At those frequencies the output's Fourier coefficient is replaced by the input's: the
 restored pattern has the confocal amplitude and phase, never more (no amplification, so no
 detail is added that the frame does not show). Every other frequency is left exactly as the
-network made it, so on frames without such a pattern (all but the lattices of the honesty
-benchmark) the output is unchanged bit for bit. Both images are first split into their
+network made it, so on frames without such a pattern the output is unchanged bit for bit
+(121 of the honesty benchmark's 126 simulated images, all 5 real pairs; benchmarks/restore.py
+measures it on every family). Both images are first split into their
 periodic part and a smooth remainder (Moisan's periodic-plus-smooth decomposition) so that the
 frame's borders do not put a cross of spurious peaks into the spectrum.
 
