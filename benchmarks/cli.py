@@ -120,6 +120,7 @@ def _restore(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--photons", default="10,30,100")
     p.add_argument("--size", type=int, default=160)
     p.add_argument("--seed", type=int, default=9100)
+    p.add_argument("--figure", default=None, help="PNG of the image it changed most")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--write-docs", action="store_true")
     return p
