@@ -72,6 +72,8 @@ def _honesty(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--real", default=str(REPO.parent / "shared" / "data" / "confocal_sted"))
     p.add_argument("--out", default=str(REPO / "docs"), help="docs folder to write into")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--write-card", action="store_true",
+                   help="also store the medians in each model card's [metrics.honesty]")
     return p
 
 
@@ -121,6 +123,8 @@ def _restore(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=160)
     p.add_argument("--seed", type=int, default=9100)
     p.add_argument("--figure", default=None, help="PNG of the image it changed most")
+    p.add_argument("--periods", default="200,250,300,400,600", help="probe lattice periods, nm")
+    p.add_argument("--probe-photons", type=float, default=100.0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--write-docs", action="store_true")
     return p

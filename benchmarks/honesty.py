@@ -148,10 +148,37 @@ def _med(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.median(v)) if v.size else float("nan")
 
 
+FIGURES = ("ssim", "nrmse", "detail_band_error", "resolution_nm", "ridge_cv",
+           "uncertainty_auroc", "spread_auroc")
+CARD_NOTE = ("median over images; python -m benchmarks.honesty (docs/evaluation/honesty.md): "
+             "the Enhancer's output, i.e. the network followed by sr/restore.py; "
+             "uncertainty_auroc is the map the Enhancer publishes (the error head where the card "
+             "has one), spread_auroc the plain spread over noise redraws")
+
+
+def card_metrics(rows: list[dict[str, Any]], model_id: str) -> dict[str, Any]:
+    """The medians of :func:`table`, per family-photons cell (and over the real pairs), for
+    the input, Richardson-Lucy, the target and ``model_id``: a model card's
+    ``[metrics.honesty]`` (``--write-card``)."""
+    out: dict[str, Any] = {"note": CARD_NOTE, "by_family_and_photons": {}}
+    cells = sorted({(r["family"], r["photons"]) for r in rows},
+                   key=lambda c: (c[0], -1.0 if c[1] is None else c[1]))
+    for fam, ph in cells:
+        for m in ("input", "richardson-lucy", "target", model_id):
+            sel = [r for r in rows if (r["family"], r["photons"], r["method"]) == (fam, ph, m)]
+            figs = {k: round(v, 4) for k in FIGURES if np.isfinite(v := _med(sel, k))}
+            if not figs:
+                continue
+            if fam == "real":
+                out.setdefault("real_pairs", {})[m] = figs
+            else:
+                out["by_family_and_photons"].setdefault(f"{fam}-{ph:g}", {})[m] = figs
+    return out
+
+
 def table(rows: list[dict[str, Any]], methods: list[str], photons: list[float | None],
           families: list[str]) -> str:
-    keys = ("ssim", "nrmse", "detail_band_error", "resolution_nm", "ridge_cv",
-            "uncertainty_auroc", "spread_auroc")
+    keys = FIGURES
     lines = ["| family | photons | method | SSIM | NRMSE | detail-band error | resolution nm | "
              "ridge CV | uncertainty AUROC | spread AUROC |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -272,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "evaluation" / "honesty.md").write_text(text, encoding="utf-8")
     (out / "evaluation" / "honesty.json").write_text(json.dumps(rows, default=float, indent=0),
                                                      encoding="utf-8")
+    if a.write_card:
+        from tcan_live.train.evaluate import write_card_metrics
+
+        for m, enh in enhancers.items():
+            write_card_metrics(enh.folder, {"honesty": card_metrics(rows, names[m])})
     print(text)
     return 0
 

@@ -144,6 +144,24 @@ def test_honesty_bench_writes_tables_for_each_family_and_photon_level(tiny_model
     assert len(au) == 8 and all(0.0 <= v <= 1.0 for v in au)
 
 
+def test_honesty_bench_writes_the_medians_into_the_card(tiny_model: Path, tmp_path: Path
+                                                        ) -> None:
+    import shutil
+
+    from benchmarks import honesty
+    from tcan_live.sr.card import read_card
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    assert honesty.main(["--model", str(model), "--families", "asters", "--photons", "30",
+                         "--n", "2", "--size", "64", "--out", str(tmp_path), "--real",
+                         str(tmp_path / "none"), "--write-card"]) == 0
+    cell = read_card(model).metrics["honesty"]["by_family_and_photons"]["asters-30"]
+    assert cell["input"]["detail_band_error"] == 1.0
+    assert set(cell) == {"input", "richardson-lucy", "target", "tiny-random"}
+    assert 0.0 <= cell["tiny-random"]["uncertainty_auroc"] <= 1.0
+
+
 def test_adapt_bench_scores_before_and_after_against_the_truth(tiny_model: Path,
                                                                tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]

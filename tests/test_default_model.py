@@ -105,8 +105,8 @@ def test_default_models_error_head_finds_the_error_on_held_out_families(
 def test_default_model_never_flattens_a_lattice_the_input_shows(  # type: ignore[no-untyped-def]
         enhancer, period: float, hexa: bool, photons: float) -> None:
     """A field of puncta on a 250-300 nm lattice: the network alone turns some into a flat
-    field (SSIM 0.02-0.10, measured); with sr/restore.py the output keeps at least what the
-    confocal frame shows (SSIM not more than 0.05 below the input's)."""
+    field (the probe of `python -m benchmarks.restore`); with sr/restore.py the output keeps
+    at least what the confocal frame shows (SSIM not more than 0.05 below the input's)."""
     from lattice import PX_UM, confocal, lattice, sigma_px
     from scipy import ndimage
 

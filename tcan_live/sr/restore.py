@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 PEAK_OVER_MEDIAN = 30.0  # k: "measured" = power above k x the ring's median
@@ -51,11 +52,35 @@ class Restored:
     bins: int  # how many Fourier coefficients were replaced (0 = output unchanged)
 
 
-def _periodic_part(u: Any) -> Any:
+@dataclass(frozen=True)
+class _Grid:
+    """What depends only on the frame's shape, device and band: made once per stream (cached),
+    not per frame."""
+    inband: Any  # bool mask of the frequencies examined
+    ring: Any  # int64 ring index (|f| x size) of those frequencies, 1-D
+    den: Any  # the periodic-plus-smooth decomposition's denominator (float32)
+
+
+@lru_cache(maxsize=4)
+def _grid(h: int, w: int, device: str, f_max: float, min_ring: int) -> _Grid:
+    import torch
+
+    fy = torch.fft.fftfreq(h, device=device)[:, None]
+    fx = torch.fft.fftfreq(w, device=device)[None, :]
+    f = torch.sqrt(fy * fy + fx * fx)  # cycles per pixel
+    ring = torch.round(f * max(h, w)).to(torch.int64)
+    inband = (f < f_max) & (ring >= min_ring)
+    q = torch.arange(h, device=device, dtype=torch.float32)[:, None]
+    r = torch.arange(w, device=device, dtype=torch.float32)[None, :]
+    den = 2 * torch.cos(2 * math.pi * q / h) + 2 * torch.cos(2 * math.pi * r / w) - 4
+    den[0, 0] = 1.0
+    return _Grid(inband, ring[inband], den)
+
+
+def _periodic_part(u: Any, den: Any) -> Any:
     """u minus its smooth component (Moisan 2011): the part whose FFT has no border cross."""
     import torch
 
-    h, w = u.shape
     v = torch.zeros_like(u)
     d = u[-1, :] - u[0, :]
     v[0, :] += d
@@ -63,10 +88,6 @@ def _periodic_part(u: Any) -> Any:
     d = u[:, -1] - u[:, 0]
     v[:, 0] += d
     v[:, -1] -= d
-    q = torch.arange(h, device=u.device, dtype=u.dtype)[:, None]
-    r = torch.arange(w, device=u.device, dtype=u.dtype)[None, :]
-    den = 2 * torch.cos(2 * math.pi * q / h) + 2 * torch.cos(2 * math.pi * r / w) - 4
-    den[0, 0] = 1.0
     s = torch.fft.fft2(v) / den
     s[0, 0] = 0
     return u - torch.fft.ifft2(s).real
@@ -104,22 +125,19 @@ def restore_measured(x: Any, y: Any, pixel_size_um: float, confocal_fwhm_nm: flo
         return Restored(y, 0)
     xf = x.to(torch.float32)
     yf = y.to(torch.float32)
-    fy = torch.fft.fftfreq(h, device=x.device)[:, None]
-    fx = torch.fft.fftfreq(w, device=x.device)[None, :]
-    f = torch.sqrt(fy * fy + fx * fx)  # cycles per pixel
-    f_max = pixel_size_um * 1000.0 / (band * confocal_fwhm_nm)
-    ring = torch.round(f * max(h, w)).to(torch.int64)
-    inband = (f < f_max) & (ring >= min_ring)
-    if not bool(inband.any()):
+    g = _grid(h, w, str(x.device), pixel_size_um * 1000.0 / (band * confocal_fwhm_nm),
+              min_ring)
+    inband = g.inband
+    if g.ring.numel() == 0:
         return Restored(y, 0)
-    X = torch.fft.fft2(_periodic_part(xf))
+    X = torch.fft.fft2(_periodic_part(xf, g.den))
     power = X.real ** 2 + X.imag ** 2
-    med = _ring_medians(power[inband], ring[inband])
+    med = _ring_medians(power[inband], g.ring)
     measured = torch.zeros_like(inband)
-    measured[inband] = power[inband] > k * med[ring[inband]]
+    measured[inband] = power[inband] > k * med[g.ring]
     if not bool(measured.any()):
         return Restored(y, 0)
-    Y = torch.fft.fft2(_periodic_part(yf))
+    Y = torch.fft.fft2(_periodic_part(yf, g.den))
     erased = measured & (Y.abs() < ratio * X.abs())
     n = int(erased.sum().item())
     if n == 0:
