@@ -212,7 +212,8 @@ class Enhancer:
             restored = 0
             if self.restore:
                 clock = time.perf_counter()
-                fixed = restore_measured(x, y, model_px, self.card.confocal_fwhm_nm)
+                fixed = restore_measured(x, y, model_px, self.card.confocal_fwhm_nm,
+                                         source_pixel_size_um=src_px)
                 y, restored = fixed.image, fixed.bins
                 lap("restore")
                 if restored:

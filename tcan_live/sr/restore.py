@@ -16,7 +16,10 @@ The rule (one place: :func:`restore_measured`), on the model's grid, normalised 
   above 30 x median is 2**-30 in theory and was 4e-6 measured on 160 px frames, whose small
   rings give noisy medians: about 0.02 false bins a frame, each one noise coefficient),
 - inside the band the confocal PSF transmits (period longer than ``band`` x its FWHM; outside
-  the lowest ``min_ring`` rings, whose few bins make no median),
+  the lowest ``min_ring`` rings, whose few bins make no median) and that the frame itself
+  sampled: below ``band`` x the Nyquist frequency of its own pixels (a frame resampled up to
+  the model's grid holds nothing real above it, only the interpolation's echoes of what lies
+  below, which a first version took for patterns on every real widefield ND2 it read),
 - and *erased* when the output keeps less than ``ratio`` of the input's amplitude there (a
   faithful STED-like output keeps at least the confocal amplitude at every frequency: the
   STED transfer function lies above the confocal one).
@@ -111,11 +114,14 @@ def _ring_medians(power: Any, ring: Any) -> Any:
 
 
 def restore_measured(x: Any, y: Any, pixel_size_um: float, confocal_fwhm_nm: float, *,
+                     source_pixel_size_um: float | None = None,
                      k: float = PEAK_OVER_MEDIAN, ratio: float = KEPT_RATIO,
                      band: float = BAND, min_ring: int = MIN_RING) -> Restored:
-    """``x``: the normalised input on the model's grid, ``y``: the network's output for it
-    (2-D torch tensors, one device). Returns the output with the measured-but-erased
-    frequencies put back (module docstring) and how many were."""
+    """``x``: the normalised input on the model's grid (``pixel_size_um``), ``y``: the
+    network's output for it (2-D torch tensors, one device); ``source_pixel_size_um``: the
+    frame's own pixel size before it was resampled to that grid (None: it was not). Returns
+    the output with the measured-but-erased frequencies put back (module docstring) and how
+    many were."""
     import torch
 
     if x.shape != y.shape or x.ndim != 2:
@@ -125,8 +131,10 @@ def restore_measured(x: Any, y: Any, pixel_size_um: float, confocal_fwhm_nm: flo
         return Restored(y, 0)
     xf = x.to(torch.float32)
     yf = y.to(torch.float32)
-    g = _grid(h, w, str(x.device), pixel_size_um * 1000.0 / (band * confocal_fwhm_nm),
-              min_ring)
+    f_max = pixel_size_um * 1000.0 / (band * confocal_fwhm_nm)  # cycles per pixel
+    if source_pixel_size_um is not None and source_pixel_size_um > pixel_size_um:
+        f_max = min(f_max, band * 0.5 * pixel_size_um / source_pixel_size_um)
+    g = _grid(h, w, str(x.device), f_max, min_ring)
     inband = g.inband
     if g.ring.numel() == 0:
         return Restored(y, 0)
