@@ -64,6 +64,40 @@ def test_flux_is_conserved_between_confocal_and_sted() -> None:
         assert nf.confocal.max() == pytest.approx(100.0)  # `photons` = brightest pixel
 
 
+@pytest.mark.parametrize("px", [30.0, 40.0, 60.0, 70.0, 90.0, 100.0])
+def test_confocal_and_target_cover_the_same_field(px: float, monkeypatch: pytest.MonkeyPatch
+                                                  ) -> None:
+    """Spots anywhere in the field land at the same place in the confocal input (acquired at
+    ``px``, resampled to the model grid) and in the target: the pair is registered everywhere,
+    not only near the origin. Each spot fills one acquisition pixel, so its true centre is
+    known on both grids. (The field used to be cut to whole acquisition pixels only: at 90 nm
+    the confocal image was stretched by 1% against the target, 1.4 px off at the far edge.)"""
+    from tcan_live.train.metrics import fit_spot
+
+    k = int(px / d.FINE_NM)
+    spots = [(int(fy * 800 / k), int(fx * 800 / k))  # acquisition pixels
+             for fy, fx in ((0.12, 0.12), (0.5, 0.88), (0.88, 0.88), (0.9, 0.1))]
+
+    def render(rng: np.random.Generator, shape: tuple[int, int], sample: d.Sample
+               ) -> tuple[np.ndarray, np.ndarray]:
+        g = np.zeros(shape)
+        for y, x in spots:
+            g[y * k:(y + 1) * k, x * k:(x + 1) * k] = 1.0 / k ** 2
+        return g, np.zeros(shape)
+
+    monkeypatch.setattr(d, "render_sample", render)
+    acq = d.Acquisition(px, detector=d.Detector(photons=1e5))  # noise far below 0.1 px
+    pair = d.image_pair(np.random.default_rng(0), 160, acq, d.Sample(("beads",), regions=False))
+    for y, x in spots:
+        want = ((y + 0.5) * k / 5 - 0.5, (x + 0.5) * k / 5 - 0.5)  # model pixel coordinates
+        cy, cx = int(round(want[0])), int(round(want[1]))
+        for img in (pair.confocal, pair.sted):
+            fit = fit_spot(np.asarray(img[cy - 6:cy + 7, cx - 6:cx + 7], np.float64), 2.0)
+            assert fit is not None
+            got = (cy - 6 + fit.y, cx - 6 + fit.x)
+            assert got == pytest.approx(want, abs=0.1), (px, (y, x))
+
+
 def test_a_point_images_with_the_psf_fwhm(rng: np.random.Generator) -> None:
     from tcan_live.sim.simulate import FWHM_PER_SIGMA
     from tcan_live.train.metrics import fit_spot
