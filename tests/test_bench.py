@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.report import table, write_section
@@ -142,6 +143,18 @@ def test_honesty_bench_writes_tables_for_each_family_and_photon_level(tiny_model
     assert len(dbe) == 8 and all(abs(v - 1.0) < 1e-9 for v in dbe)  # the input is the reference
     au = [r["uncertainty_auroc"] for r in rows if "uncertainty_auroc" in r]
     assert len(au) == 8 and all(0.0 <= v <= 1.0 for v in au)
+
+
+def test_honesty_bench_leaves_out_fields_with_no_structure() -> None:
+    """A flat truth (a single-family field that rendered nothing) gives every method a
+    meaningless perfect SSIM; such a field is not a case. Any real structure is."""
+    from benchmarks.honesty import flat
+
+    assert flat(np.full((32, 32), 503.2, np.float32))
+    assert flat(np.zeros((32, 32)))
+    spot = np.full((32, 32), 503.2)
+    spot[16, 16] += 0.5
+    assert not flat(spot)
 
 
 def test_honesty_bench_writes_the_medians_into_the_card(tiny_model: Path, tmp_path: Path
