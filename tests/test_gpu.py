@@ -22,7 +22,7 @@ from tcan_live.sr.device import (
     normalize_on_device,
     upload,
 )
-from tcan_live.sr.enhancer import Enhancer
+from tcan_live.sr.enhancer import Enhancer, tiled_shape
 from tcan_live.sr.normalize import denormalize, normalize, percentile_affine
 from tcan_live.sr.tiling import plan_tiles
 
@@ -149,7 +149,7 @@ def test_out_of_memory_halves_the_batch_and_recaptures(caplog: pytest.LogCapture
                                                         ) -> None:
     img = _frame(1000, 3)
     full = Enhancer(device="cuda", batch=4)
-    side = plan_tiles((1008, 1008), full.tile, full.overlap, 16)[0].h
+    side = plan_tiles(tiled_shape((1000, 1000)), full.tile, full.overlap, 16)[0].h
     tight = Enhancer(device="cuda", batch=4, memory_budget_px=2 * side * side)
     with caplog.at_level("WARNING"):
         out = tight.enhance(img, 0.05)
