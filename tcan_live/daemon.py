@@ -114,32 +114,57 @@ class Daemon:
                  self.run_id, self.enhancer.model_id, self.enhancer.device, s.endpoint,
                  s.output_folder())
 
-    def _adapt_sink(self) -> Any:
-        from tcan_live.sinks import AdaptSink
+    def _adapted_dir(self) -> Path:
         from tcan_live.sources.folder import STATE_DIR
+
+        return self.settings.output_folder() / STATE_DIR / "adapted"
+
+    def _adapt_sink(self) -> Any:
+        from tcan_live.errors import TcanError
+        from tcan_live.sinks import AdaptSink, read_adapted_record
         from tcan_live.sr.card import resolve_model
 
         s = self.settings
         model_id = f"{self.enhancer.model_id}-adapted-{self.run_id}"
-        return AdaptSink(init=resolve_model(s.model), n_frames=s.adapt_frames,
-                         out=s.output_folder() / STATE_DIR / "adapted" / model_id,
+        sink = AdaptSink(init=resolve_model(s.model), n_frames=s.adapt_frames,
+                         out=self._adapted_dir() / model_id,
                          model_id=model_id, budget_min=s.adapt_budget_min, steps=s.adapt_steps,
                          pixel_size_um=s.pixel_size_um, device=str(self.enhancer.device),
                          switch=self._switch, report=self._events.append)
+        # a restart (same output folder, same initial weights): the adaptation in force
+        # before it takes over at once, instead of a new one on later frames of the run
+        found = read_adapted_record(self._adapted_dir(), self.enhancer.card.weights.sha256)
+        if found is not None:
+            try:
+                self._switch(*found, resumed=True)
+                sink.done = True
+            except TcanError as err:  # a damaged folder: adapt anew, never stop
+                log.warning("watch --adapt: cannot take back %s (%s); adapting anew",
+                            found[0], err)
+        return sink
 
-    def _switch(self, folder: Path, channel: int) -> None:
-        """Worker thread, between frames: the adapted model takes over its channel."""
+    def _switch(self, folder: Path, channel: int, resumed: bool = False) -> None:
+        """Worker thread, between frames (or start(), ``resumed``): the adapted model takes
+        over its channel; the output folder remembers it for a restart."""
+        from tcan_live.sinks import write_adapted_record
         from tcan_live.sr.enhancer import Enhancer
 
         s = self.settings
         new = Enhancer(str(folder), device=str(self.enhancer.device), tile=s.tile,
                        precision=s.precision, restore=s.restore)
         self.adapted = (channel, new)
-        log.info("watch --adapt: switched channel %d to %s from frame seq %d on", channel,
-                 new.model_id, self._seq)
+        if not resumed:
+            try:
+                write_adapted_record(self._adapted_dir(), folder.name, channel,
+                                     self.enhancer.card.weights.sha256)
+            except OSError as err:  # the switch stands; only a restart would adapt again
+                log.warning("watch --adapt: could not record the adapted model: %s", err)
+        log.info("watch --adapt: %s channel %d to %s from frame seq %d on",
+                 "took back" if resumed else "switched", channel, new.model_id, self._seq)
         self._events.append({"event": "model-switched", "model": new.model_id,
                              "previous": self.enhancer.model_id, "channel": channel,
-                             "from_seq": self._seq, "folder": str(folder)})
+                             "from_seq": self._seq, "folder": str(folder),
+                             "resumed": resumed})
 
     @property
     def publisher(self) -> Any:

@@ -16,7 +16,10 @@ frame itself is out and saved by then).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 import threading
 import time
 from collections import deque
@@ -137,6 +140,48 @@ class UncertaintySink(StoreSink):
                             "passes": DEFAULT_PASSES,
                             "ms": round(1000 * (time.perf_counter() - t0), 2)}}, unc)
         self.store.add(frame, unc, res.pixel_size_um, model=item.header.get("model"))
+
+
+ADAPTED_RECORD = "current.json"  # in <output>/.tcan-live/adapted/: the adaptation in force
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def write_adapted_record(folder: Path, model: str, channel: int, init_sha256: str) -> None:
+    """Remember (atomically, JSON) which adapted model is in force for this output folder, for
+    which channel, adapted from which initial weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{ADAPTED_RECORD}.part"
+    tmp.write_text(json.dumps({"model": model, "channel": int(channel),
+                               "init_sha256": init_sha256}), encoding="utf-8")
+    os.replace(tmp, folder / ADAPTED_RECORD)
+
+
+def read_adapted_record(folder: Path, init_sha256: str) -> tuple[Path, int] | None:
+    """The adapted model in force (its folder, its channel) when the record in ``folder`` is
+    valid and was adapted from these initial weights; else None (then the daemon adapts anew).
+    The record is data, never a path: the model's name must be a plain folder name inside
+    ``folder``."""
+    path = folder / ADAPTED_RECORD
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        name, channel, sha = rec["model"], rec["channel"], rec["init_sha256"]
+        if not (isinstance(name, str) and _MODEL_NAME.match(name) and ".." not in name):
+            raise ValueError(f"model name {name!r} is not a plain folder name")
+        if not (isinstance(channel, int) and not isinstance(channel, bool) and channel >= 0):
+            raise ValueError(f"channel {channel!r} is not a channel index")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("%s: unreadable (%s); adapting anew", path, err)
+        return None
+    if sha != init_sha256:
+        log.info("%s: adapted from other weights than this model's; adapting anew", path)
+        return None
+    model = folder / name
+    if not (model / "model.toml").is_file():
+        log.warning("%s: names %s, which has no model.toml; adapting anew", path, name)
+        return None
+    return model, channel
 
 
 class AdaptSink:

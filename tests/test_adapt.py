@@ -275,3 +275,90 @@ def test_adapt_command_writes_a_model_and_resumes(tmp_path: Path, tiny_model: Pa
     assert main([*argv[:-4], "--steps", "3"]) == 0  # the same folder again: resumes
     assert "resuming at step 2" in capsys.readouterr().err
     assert read_card(out).training["adapt"]["steps"] == 3
+
+
+def test_adapted_record_is_data_never_a_path(tmp_path: Path) -> None:
+    """The record of the adaptation in force names a plain folder inside adapted/ and the
+    initial weights it was made from; anything else is ignored (the daemon adapts anew)."""
+    import json
+
+    from tcan_live.sinks import ADAPTED_RECORD, read_adapted_record, write_adapted_record
+
+    sha, other = "a" * 64, "b" * 64
+    folder = tmp_path / "adapted"
+    (folder / "base-adapted-1").mkdir(parents=True)
+    (folder / "base-adapted-1" / "model.toml").write_text("x")
+    write_adapted_record(folder, "base-adapted-1", 0, sha)
+    assert read_adapted_record(folder, sha) == (folder / "base-adapted-1", 0)
+    assert read_adapted_record(folder, other) is None  # adapted from other weights
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "model.toml").write_text("x")
+    for bad in ({"model": "../evil", "channel": 0, "init_sha256": sha},
+                {"model": str(tmp_path / "evil"), "channel": 0, "init_sha256": sha},
+                {"model": "base-adapted-1", "channel": -1, "init_sha256": sha},
+                {"model": "base-adapted-1", "channel": True, "init_sha256": sha},
+                {"model": "missing", "channel": 0, "init_sha256": sha},
+                {"channel": 0, "init_sha256": sha}):
+        (folder / ADAPTED_RECORD).write_text(json.dumps(bad))
+        assert read_adapted_record(folder, sha) is None, bad
+    (folder / ADAPTED_RECORD).write_text("not json")
+    assert read_adapted_record(folder, sha) is None
+
+
+def test_a_restarted_watch_adapt_takes_the_adapted_model_back(tiny_model: Path,
+                                                               tmp_path: Path) -> None:
+    """Daemon 1 adapts on the first frames and switches; daemon 2 (a restart: same output
+    folder, same initial model) enhances every new frame with that adapted model from the
+    first one on, announces it (resumed), and starts no new adaptation."""
+    import time
+
+    from tcan_live.daemon import Daemon
+    from tcan_live.settings import Settings
+    from tcan_live.transport.subscriber import FrameSubscriber
+
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    rng = np.random.default_rng(11)
+    meta = {"axes": "YX", "PhysicalSizeX": 0.05, "PhysicalSizeY": 0.05}
+
+    def run(names: list[str], until: str | None) -> tuple[list, list]:  # type: ignore[type-arg]
+        d = Daemon(Settings(folder=acq, output=tmp_path / "out", model=str(tiny_model),
+                            endpoint="tcp://127.0.0.1:*", settle_s=0.2, give_up_s=3.0,
+                            pixel_size_um=0.05, adapt=True, adapt_frames=2, adapt_steps=2))
+        d.start()
+        enhanced: list = []  # type: ignore[type-arg]
+        status: list = []  # type: ignore[type-arg]
+        try:
+            while d.publisher is None:
+                time.sleep(0.01)
+            sub = FrameSubscriber(d.publisher.endpoint, kinds=("enhanced", "status"))
+            time.sleep(0.3)
+            for name, frame in zip(names, _frames(rng, 40.0, n=len(names)), strict=True):
+                tifffile.imwrite(acq / name, frame, photometric="minisblack", metadata=meta)
+                time.sleep(0.4)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                msg = sub.receive(0.5)
+                if msg is not None:
+                    (enhanced if msg.kind == "enhanced" else status).append(msg)
+                events = [m.header.get("event") for m in status]
+                if len(enhanced) >= len(names) and (until is None or until in events):
+                    break
+            sub.close()
+        finally:
+            d.stop()
+        return enhanced, status
+
+    # image-per-file time-lapses: one stream each (sources/naming.py)
+    first, status1 = run([f"a_t{t:04d}.ome.tif" for t in range(3)], "model-switched")
+    switch = next(m.header for m in status1 if m.header.get("event") == "model-switched")
+    assert switch["resumed"] is False and len(first) == 3
+    adapted = switch["model"]
+    names = [f"b_t{t:04d}.ome.tif" for t in range(3)]
+    second, status2 = run(names, None)
+    assert sorted(Path(m.header["source"]).name for m in second) == names
+    assert [m.header["model"] for m in second] == [adapted] * 3
+    events = [m.header for m in status2 if m.header.get("event")]
+    assert [e["event"] for e in events] == ["model-switched"]
+    assert events[0]["resumed"] is True and events[0]["model"] == adapted
+    assert events[0]["from_seq"] == 0
