@@ -196,8 +196,7 @@ def random_model(preset: str, folder: Path) -> Path:
 def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: int | None,
           precision: str = "auto", **enhancer_options: Any,
           ) -> tuple[list[dict[str, object]], list[dict[str, object]], dict[str, Any]]:
-    from tcan_live.sr.enhancer import ALIGN, Enhancer, tiled_shape
-    from tcan_live.sr.tiling import plan_tiles
+    from tcan_live.sr.enhancer import Enhancer, tile_plan
 
     enh = Enhancer(model, device=device, tile=tile, precision=precision, **enhancer_options)
     dev, fmt = enh.device, enh.memory_format
@@ -214,7 +213,7 @@ def bench(model: str | None, sizes: list[int], device: str, repeats: int, tile: 
         peak(c, side)
     plans = []  # per size: tiles, their (h, w), dominant conv, conv FLOPs and ideal seconds
     for size in sizes:
-        tiles = plan_tiles(tiled_shape((size, size)), enh.tile, enh.overlap, ALIGN)
+        tiles = tile_plan((size, size), enh.tile, enh.overlap)
         hw = (tiles[0].h, tiles[0].w)
         shapes = conv_shapes(enh.generator, hw, dev)
         width, at = dominant_conv(shapes)

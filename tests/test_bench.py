@@ -45,12 +45,11 @@ def test_model_bench_reports_flops_times_and_ratios(tiny_model: Path) -> None:
     assert {"read", "forward", "stitch", "trust", "write", "encode+publish"} <= set(stages[0])
     assert all(g > 0 for g in info["roofline"]) and len(info["peaks"]) >= 4
     # the executed work is the planned tiles' pixels over the frame's (FLOPs ~ pixels)
-    from tcan_live.sr.enhancer import Enhancer, tiled_shape
-    from tcan_live.sr.tiling import plan_tiles
+    from tcan_live.sr.enhancer import Enhancer, tile_plan
 
     enh = Enhancer(str(tiny_model), device="cpu", warmup=False)
     for size, r in zip((128, 200), rows, strict=True):
-        plan = plan_tiles(tiled_shape((size, size)), enh.tile, enh.overlap, 16)
+        plan = tile_plan((size, size), enh.tile, enh.overlap)
         assert r["tiles"] == f"{len(plan)} x {plan[0].h}x{plan[0].w}"
         ratio = len(plan) * plan[0].h * plan[0].w / size**2
         assert float(r["executed / useful"]) == pytest.approx(ratio, rel=0.02)  # type: ignore[arg-type]

@@ -22,9 +22,8 @@ from tcan_live.sr.device import (
     normalize_on_device,
     upload,
 )
-from tcan_live.sr.enhancer import Enhancer, tiled_shape
+from tcan_live.sr.enhancer import Enhancer, tile_plan
 from tcan_live.sr.normalize import denormalize, normalize, percentile_affine
-from tcan_live.sr.tiling import plan_tiles
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CPU = torch.device("cpu")
@@ -149,7 +148,7 @@ def test_out_of_memory_halves_the_batch_and_recaptures(caplog: pytest.LogCapture
                                                         ) -> None:
     img = _frame(1000, 3)
     full = Enhancer(device="cuda", batch=4)
-    side = plan_tiles(tiled_shape((1000, 1000)), full.tile, full.overlap, 16)[0].h
+    side = tile_plan((1000, 1000), full.tile, full.overlap)[0].h
     tight = Enhancer(device="cuda", batch=4, memory_budget_px=2 * side * side)
     with caplog.at_level("WARNING"):
         out = tight.enhance(img, 0.05)

@@ -63,6 +63,16 @@ def tiled_shape(shape: tuple[int, int], margin: int = MARGIN) -> tuple[int, int]
     return round_up(shape[0] + 2 * m, ALIGN), round_up(shape[1] + 2 * m, ALIGN)
 
 
+def tile_plan(shape: tuple[int, int], tile: int, overlap: int, margin: int = MARGIN
+              ) -> list[Tile]:
+    """The tiles for a frame of ``shape`` on the model's grid (:func:`tiled_shape`): at most
+    ``tile`` px plus the margin on both sides, so the margin costs no extra tile (a 512 px frame
+    stays one tile of 528 px, not four of 288)."""
+    m = frame_margin(shape, margin)
+    return plan_tiles(tiled_shape(shape, margin), round_up(tile + 2 * m, ALIGN),
+                      min(overlap, tile // 2), ALIGN)
+
+
 class _OutOfMemory(RuntimeError):
     """A batch did not fit: real CUDA OOM, or the configured pixel budget was exceeded."""
 
@@ -342,7 +352,8 @@ class Enhancer:
         framed = F.pad(frame[None, None], (m, m, m, m), mode="reflect")[0, 0] if m else frame
         x = pad_to(framed, ALIGN)
         shape = (int(x.shape[0]), int(x.shape[1]))
-        tiles = plan_tiles(shape, tile, overlap, ALIGN)
+        tiles = tile_plan((int(frame.shape[0]), int(frame.shape[1])), tile, overlap, self.margin)
+        assert (tiles[-1].y + tiles[-1].h, tiles[-1].x + tiles[-1].w) == shape
         stitcher = Stitcher(shape, overlap, self.device)
         sync(self.device)
         times["tile"] = 1000 * (time.perf_counter() - t0)
