@@ -58,13 +58,18 @@ _storage = _growth(512, "float32", "where to write (a temp folder on the default
                    "given)")
 
 
-def _honesty(doc: str | None) -> argparse.ArgumentParser:
+def _honesty_families() -> str:
+    """The honesty benchmark's families, in its order (a case's seed depends on the position)."""
     from tcan_live.sim.domain import HELDOUT_FAMILIES
 
+    return ",".join([*HELDOUT_FAMILIES, "filaments", "vesicles", "lattice", "cytoplasm",
+                     "nucleus"])
+
+
+def _honesty(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc)
     p.add_argument("--model", action="append", required=True, help="model id or folder")
-    p.add_argument("--families", default=",".join(
-        [*HELDOUT_FAMILIES, "filaments", "vesicles", "lattice", "cytoplasm", "nucleus"]))
+    p.add_argument("--families", default=_honesty_families())
     p.add_argument("--photons", default="10,30,100")
     p.add_argument("--n", type=int, default=6, help="images per family and photon level")
     p.add_argument("--size", type=int, default=160)
@@ -130,6 +135,19 @@ def _restore(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def _edge(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--model", default=None)
+    p.add_argument("--families", default=_honesty_families())
+    p.add_argument("--photons", default="10,30,100")
+    p.add_argument("--n", type=int, default=2, help="images per family and photon level")
+    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--seed", type=int, default=9000)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--write-docs", action="store_true")
+    return p
+
+
 _PARSERS: dict[str, Callable[[str | None], argparse.ArgumentParser]] = {
     'model': _model,
     'adapt': _adapt,
@@ -139,6 +157,7 @@ _PARSERS: dict[str, Callable[[str | None], argparse.ArgumentParser]] = {
     'storage': _storage,
     'honesty': _honesty,
     'restore': _restore,
+    'edge': _edge,
 }
 
 

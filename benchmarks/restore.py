@@ -21,12 +21,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.cli import parse_script
+from tcan_live.sim.simulate import sigma_px
 
 PX_UM = 0.05  # the probe's grid (the shipped models')
-
-
-def sigma_px(fwhm_nm: float, px_um: float = PX_UM) -> float:
-    return fwhm_nm / 2.3548 / (px_um * 1000)
 
 
 def lattice_field(n: int, period_nm: float, angle: float, hexa: bool,
@@ -51,7 +48,7 @@ def confocal_field(truth: np.ndarray, photons: float, rng: np.random.Generator,
     background, Poisson noise."""
     from scipy import ndimage
 
-    blurred = ndimage.gaussian_filter(truth, sigma_px(fwhm_nm), mode="wrap")
+    blurred = ndimage.gaussian_filter(truth, sigma_px(fwhm_nm, PX_UM), mode="wrap")
     return rng.poisson(blurred / blurred.max() * photons + 2.0).astype(np.float32)
 
 
@@ -66,7 +63,8 @@ def probe(on: Any, off: Any, periods: list[float], photons: float) -> list[dict[
             rng = np.random.default_rng(int(period))
             truth = lattice_field(160, period, 0.4, hexa, rng)
             frame = confocal_field(truth, photons, rng, on.card.confocal_fwhm_nm)
-            sted = ndimage.gaussian_filter(truth, sigma_px(on.card.target_fwhm_nm), mode="wrap")
+            sted = ndimage.gaussian_filter(truth, sigma_px(on.card.target_fwhm_nm, PX_UM),
+                                           mode="wrap")
             res = on.enhance(frame, PX_UM)
             rows.append({"lattice": "hexagonal" if hexa else "square", "period nm": period,
                          "SSIM input": fidelity(frame, sted)["ssim"],

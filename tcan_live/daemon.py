@@ -100,7 +100,7 @@ class Daemon:
             self._unc_sink = UncertaintySink(self.enhancer, self._publisher, self.unc_store,
                                              s.flush_idle_s)
             sinks.append(self._unc_sink)
-        if s.adapt:
+        if s.adapt and not self._resume_adapted():
             sinks.append(self._adapt_sink())
         try:
             self._start_threads(sinks)
@@ -119,29 +119,33 @@ class Daemon:
 
         return self.settings.output_folder() / STATE_DIR / "adapted"
 
-    def _adapt_sink(self) -> Any:
+    def _resume_adapted(self) -> bool:
+        """A restart (same output folder, same initial weights): the adaptation in force before
+        it takes over at once, instead of a new one on later frames of the run."""
         from tcan_live.errors import TcanError
-        from tcan_live.sinks import AdaptSink, read_adapted_record
+        from tcan_live.sinks import read_adapted_record
+
+        found = read_adapted_record(self._adapted_dir(), self.enhancer.card.weights.sha256)
+        if found is None:
+            return False
+        try:
+            self._switch(*found, resumed=True)
+        except TcanError as err:  # a damaged folder: adapt anew, never stop
+            log.warning("watch --adapt: cannot take back %s (%s); adapting anew", found[0], err)
+            return False
+        return True
+
+    def _adapt_sink(self) -> Any:
+        from tcan_live.sinks import AdaptSink
         from tcan_live.sr.card import resolve_model
 
         s = self.settings
         model_id = f"{self.enhancer.model_id}-adapted-{self.run_id}"
-        sink = AdaptSink(init=resolve_model(s.model), n_frames=s.adapt_frames,
+        return AdaptSink(init=resolve_model(s.model), n_frames=s.adapt_frames,
                          out=self._adapted_dir() / model_id,
                          model_id=model_id, budget_min=s.adapt_budget_min, steps=s.adapt_steps,
                          pixel_size_um=s.pixel_size_um, device=str(self.enhancer.device),
                          switch=self._switch, report=self._events.append)
-        # a restart (same output folder, same initial weights): the adaptation in force
-        # before it takes over at once, instead of a new one on later frames of the run
-        found = read_adapted_record(self._adapted_dir(), self.enhancer.card.weights.sha256)
-        if found is not None:
-            try:
-                self._switch(*found, resumed=True)
-                sink.done = True
-            except TcanError as err:  # a damaged folder: adapt anew, never stop
-                log.warning("watch --adapt: cannot take back %s (%s); adapting anew",
-                            found[0], err)
-        return sink
 
     def _switch(self, folder: Path, channel: int, resumed: bool = False) -> None:
         """Worker thread, between frames (or start(), ``resumed``): the adapted model takes

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.restore import PX_UM, sigma_px
+from benchmarks.restore import PX_UM
 from benchmarks.restore import confocal_field as confocal
 from benchmarks.restore import lattice_field as lattice
+from tcan_live.sim.simulate import sigma_px
 from tcan_live.sr.normalize import normalize, percentile_affine
 
 CONF_NM = 230.0

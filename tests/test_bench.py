@@ -202,3 +202,19 @@ def test_restore_bench_compares_with_and_without_on_every_family(tiny_model: Pat
     out = capsys.readouterr().out
     assert "13 simulated images (13 families x 1 photon levels x 1)" in out
     assert "sr/restore.py acted on" in out
+
+
+def test_edge_bench_compares_the_margin_with_the_frame_alone(tiny_model: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import edge
+
+    err = np.full((32, 32), 0.01)
+    err[0, :] = err[-1, :] = err[:, 0] = err[:, -1] = 0.05  # a bright line along the edge
+    rings = edge.ring_errors(err)
+    assert rings[0] == pytest.approx(0.05)
+    assert rings[1] == pytest.approx(0.01) and rings[-1] == pytest.approx(0.01)
+    assert edge.main(["--model", str(tiny_model), "--families", "asters", "--photons", "30",
+                      "--n", "2", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "| margin 8 px |" in out and "| no margin |" in out
+    assert "of 2 (by more than 0.001)" in out

@@ -30,7 +30,7 @@ def test_an_erased_lattice_comes_back_where_the_input_shows_it(period: float, he
     x = norm(confocal(truth, 100.0, rng))
     erased = ndimage.gaussian_filter(x, 6.0).astype(np.float32)  # what the network gave
     out, bins = _run(x, erased)
-    sted = ndimage.gaussian_filter(truth, sigma_px(80.0), mode="wrap")
+    sted = ndimage.gaussian_filter(truth, sigma_px(80.0, PX_UM), mode="wrap")
     assert bins > 0
     shown = _corr(x, sted)  # how much of the pattern the input itself shows
     assert shown > 0.3 and _corr(erased, sted) < 0.2
@@ -45,7 +45,7 @@ def test_a_faithful_output_is_left_exactly_as_it_was() -> None:
     rng = np.random.default_rng(3)
     truth = lattice(160, 300.0, 0.2, True, rng)
     x = norm(confocal(truth, 100.0, rng))
-    sted = ndimage.gaussian_filter(truth, sigma_px(80.0), mode="wrap")
+    sted = ndimage.gaussian_filter(truth, sigma_px(80.0, PX_UM), mode="wrap")
     y = (sted / np.percentile(sted, 99.9)).astype(np.float32)  # keeps the pattern (sharper)
     out, bins = _run(x, y)
     assert bins == 0
@@ -91,7 +91,7 @@ def test_the_enhancer_restores_and_reports_it_and_can_be_told_not_to(tiny_model:
     # the random network does not keep the lattice (44 coefficients put back with seed 0)
     assert a.restored > 0 and not np.array_equal(a.image, b.image)
     sted = ndimage.gaussian_filter(lattice(192, 300.0, 0.5, True, np.random.default_rng(7)),
-                                   sigma_px(80.0))
+                                   sigma_px(80.0, PX_UM))
     assert _corr(a.image, sted) > _corr(b.image, sted) + 0.1
     # a frame without any pattern: the output is the network's, bit for bit
     flat = rng.poisson(20.0, (192, 192)).astype(np.float32)

@@ -598,8 +598,8 @@ def noise_free(rng: np.random.Generator, size: int, acq: Acquisition, sample: Sa
     # one field for both images: a whole number of acquisition and of model pixels, at least
     # ``size`` model pixels. (Cutting the field to whole acquisition pixels only, as before,
     # gave the confocal image a field up to one acquisition pixel smaller than the target's:
-    # resampled to the model grid it was stretched by up to 1%, 1.6 px at the far edge at
-    # 90 nm, and the target had a dark strip there.)
+    # resampled to the model grid it was stretched by up to 1% (90 nm, 160 px: 1.6 px at the
+    # last pixel), and the target had a dark strip there; tests/test_domain.py.)
     period = math.lcm(k_acq, k_mod)
     n_fine = -(-size * k_mod // period) * period
     focus, haze = render_sample(rng, (n_fine, n_fine), sample)

@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 MIN_TILE = 64
 ALIGN = 2**UNET_DEPTH  # pooling period of the U-net
 # pixels of the frame mirrored on every side before the tiles: the network's outermost pixel
-# rows were its worst (median error 3.0x the interior's on 16 simulated fields, a dark or
-# bright line along the frame's edge); with 8 px of margin 1.4x (session 13, measured)
+# rows were its worst (a dark or bright line along the frame's edge: error 2.05x the
+# interior's, median of 248 simulated images; 1.03x with 8 px; python -m benchmarks.edge)
 MARGIN = 8
 
 

@@ -28,10 +28,11 @@ At those frequencies the output's Fourier coefficient is replaced by the input's
 restored pattern has the confocal amplitude and phase, never more (no amplification, so no
 detail is added that the frame does not show). Every other frequency is left exactly as the
 network made it, so on frames without such a pattern the output is unchanged bit for bit
-(121 of the honesty benchmark's 126 simulated images, all 5 real pairs; benchmarks/restore.py
-measures it on every family). Both images are first split into their
-periodic part and a smooth remainder (Moisan's periodic-plus-smooth decomposition) so that the
-frame's borders do not put a cross of spurious peaks into the spectrum.
+(how often it acts, on every simulator family: ``python -m benchmarks.restore``; on the
+honesty benchmark's images and the real pairs: ``python -m benchmarks.honesty``). Both
+images are first split into their periodic part and a smooth remainder (Moisan's
+periodic-plus-smooth decomposition) so that the frame's borders do not put a cross of
+spurious peaks into the spectrum.
 
 Cost: two FFTs of the frame and a sort of the in-band bins, on the device the network ran on.
 """
