@@ -73,9 +73,10 @@ def figure(pair: Any, px: float, fwhm: float, before: Any, after: Any, title: st
     save_panels(panels, title, path)
 
 
-def run_case(family: str, photons: float, frames: int, test: int, size: int, budget: float,
-             seed: int, model: str, prior: float, lr: float,
-             figures: Path | None = None) -> dict[str, Any]:
+def run_case(family: str, photons: float, frames: int, test: int, size: int,
+             budgets: list[float], seed: int, model: str, settings: dict[str, Any],
+             figures: Path | None = None) -> list[dict[str, Any]]:
+    """``settings``: AdaptConfig fields (prior_weight, lr, prior_band)."""
     from tcan_live.sim import domain
 
     rng = np.random.default_rng([seed, int(photons)])
@@ -85,19 +86,20 @@ def run_case(family: str, photons: float, frames: int, test: int, size: int, bud
     sample = domain.Sample((family,), regions=False)  # type: ignore[arg-type]
     pairs = [domain.image_pair(rng, size, acq, sample) for _ in range(frames + test)]
     fwhm = domain.fwhm_nm(domain.confocal_psf(acq.confocal), domain.FINE_NM)
-    row = adapt_and_score(family, pairs[:frames], pairs[frames:], domain.MODEL_PX_NM / 1000,
-                          fwhm, budget, seed, model, prior, lr, figures,
-                          f"{family}, {photons:g} photons", f"{family}_{photons:g}ph_{frames}f")
-    gain = row.pop("gain")
-    return {"family": family, "photons": photons, **row,
-            "gain est/true": gain / (acq.detector.gain * acq.detector.excess)}
+    rows = adapt_and_score(family, pairs[:frames], pairs[frames:], domain.MODEL_PX_NM / 1000,
+                           fwhm, budgets, seed, model, settings, figures,
+                           f"{family}, {photons:g} photons", f"{family}_{photons:g}ph_{frames}f")
+    true_gain = acq.detector.gain * acq.detector.excess
+    return [{"family": family, "photons": photons, "acq": seed, **r,
+             "gain est/true": r.pop("gain") / true_gain} for r in rows]
 
 
 def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float, fwhm: float,
-                    budget: float, seed: int, model: str, prior: float, lr: float,
-                    figures: Path | None, title: str, stem: str) -> dict[str, Any]:
-    """Score the initial model, adapt on ``adapt_on`` (confocal only), score the adapted one;
-    items have ``confocal`` and ``sted`` (truth) on the model grid."""
+                    budgets: list[float], seed: int, model: str, settings: dict[str, Any],
+                    figures: Path | None, title: str, stem: str) -> list[dict[str, Any]]:
+    """Score the initial model, adapt on ``adapt_on`` (confocal only) for the largest budget,
+    score the adapted model as it was at each budget (one row each); items have ``confocal``
+    and ``sted`` (truth) on the model grid."""
     from tcan_live.sr.card import resolve_model
     from tcan_live.sr.enhancer import Enhancer
     from tcan_live.train.adapt import AdaptConfig, Adapter, Inputs
@@ -105,7 +107,7 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
     init = resolve_model(model)
     before = Enhancer(model=str(init), device="cpu")
     sets = [("own", adapt_on), *([("unseen", unseen)] if unseen else [])]
-    row: dict[str, Any] = {"frames": len(adapt_on), "budget_min": budget}
+    row: dict[str, Any] = {"frames": len(adapt_on)}
     for key, sel in sets:
         b = _scores(before, sel, px, fwhm)
         rl = _rl(sel, px, fwhm)
@@ -115,30 +117,45 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
     inputs = Inputs([p.confocal for p in adapt_on], px,
                     [f"{name}-{k}" for k in range(len(adapt_on))])
     # the user knows their confocal PSF (objective, wavelength, pinhole): here the true one
-    adapter = Adapter(init, inputs, AdaptConfig(budget_min=budget, prior_weight=prior,
-                                                seed=seed, lr=lr, confocal_fwhm_nm=fwhm))
-    result = adapter.run()
-    row["steps"] = result.steps
-    row["gain"] = result.photon_transfer.gain
+    budgets = sorted(budgets)
+    adapter = Adapter(init, inputs, AdaptConfig(budget_min=budgets[-1], seed=seed,
+                                                confocal_fwhm_nm=fwhm, **settings))
+    # the model as it was when each smaller budget ran out (one run serves every budget)
+    snapshots: dict[float, tuple[int, dict[str, torch.Tensor]]] = {}
+
+    def snapshot(step: int, elapsed: float, _budget: float) -> None:
+        for minutes in budgets[:-1]:
+            if minutes not in snapshots and elapsed >= minutes * 60:
+                snapshots[minutes] = (step, {k: v.detach().clone()
+                                       for k, v in adapter.gen.state_dict().items()})
+
+    result = adapter.run(progress=snapshot)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         adapter.save(Path(tmp) / "m", "adapted", init.name, result)
         after = Enhancer(model=str(Path(tmp) / "m"), device="cpu")
-        for key, sel in sets:
-            a = _scores(after, sel, px, fwhm)
-            row.update({f"{key} ssim after": a["ssim"], f"{key} dbe after": a["dbe"],
-                        f"{key} unc after": a["uncertainty"]})
-        if figures is not None:
+        final = {k: v.detach().clone() for k, v in adapter.gen.state_dict().items()}
+        for minutes in budgets:
+            steps, state = snapshots.get(minutes, (result.steps, final))
+            after.generator.load_state_dict(state)
+            r = {**row, "budget_min": minutes, "steps": steps, "gain": result.photon_transfer.gain}
+            for key, sel in sets:
+                a = _scores(after, sel, px, fwhm)
+                r.update({f"{key} ssim after": a["ssim"], f"{key} dbe after": a["dbe"],
+                          f"{key} unc after": a["uncertainty"]})
+            rows.append(r)
+        if figures is not None:  # the largest budget's model is the one loaded last
             figures.mkdir(parents=True, exist_ok=True)
             shown = (unseen or adapt_on)[0]
             figure(shown, px, fwhm, before, after,
-                   f"{title}: adapted on {len(adapt_on)} frames for {budget:g} min "
+                   f"{title}: adapted on {len(adapt_on)} frames for {budgets[-1]:g} min "
                    f"({result.steps} steps); {'an unseen field' if unseen else 'one of them'}",
                    figures / f"adapt_{stem}.png")
-    return row
+    return rows
 
 
-def run_real(folder: Path, budget: float, seed: int, model: str, prior: float, lr: float,
-             figures: Path | None) -> dict[str, Any]:
+def run_real(folder: Path, budgets: list[float], seed: int, model: str,
+             settings: dict[str, Any], figures: Path | None) -> list[dict[str, Any]]:
     """The shared real confocal/STED pairs: adapt on all their confocal images together (the
     STED images unused), score each against its STED image."""
     from benchmarks.honesty import real_cases
@@ -146,10 +163,36 @@ def run_real(folder: Path, budget: float, seed: int, model: str, prior: float, l
     cases = real_cases(folder)
     if not cases:
         raise SystemExit(f"no real pairs in {folder}")
-    row = adapt_and_score("real", cases, [], cases[0].px, cases[0].conf_fwhm_nm, budget, seed,
-                          model, prior, lr, figures, "real pairs", "real")
-    row.pop("gain")
-    return {"family": "real (5 pairs)", "photons": "-", **row}
+    rows = adapt_and_score("real", cases, [], cases[0].px, cases[0].conf_fwhm_nm, budgets,
+                           seed, model, settings, figures, "real pairs", "real")
+    return [{"family": "real (5 pairs)", "photons": "-",
+             **{k: v for k, v in r.items() if k != "gain"}} for r in rows]
+
+
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (family, photons, frames, budget): the SSIM gains over the acquisitions."""
+    cases: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        if "acq" in r:
+            cases.setdefault((r["family"], r["photons"], r["frames"], r["budget_min"]),
+                             []).append(r)
+    out = []
+    for (fam, ph, frames, budget), rs in cases.items():
+        line: dict[str, Any] = {"family": fam, "photons": ph, "frames": frames,
+                                "budget_min": budget, "acquisitions": len(rs)}
+        for key in ("own", "unseen"):
+            if f"{key} ssim after" not in rs[0]:
+                continue
+            gain = [r[f"{key} ssim after"] - r[f"{key} ssim before"] for r in rs]
+            line[f"{key} gain median"] = float(np.median(gain))
+            line[f"{key} gain min"] = float(np.min(gain))
+            line[f"{key} >= 0.03"] = f"{sum(g >= 0.03 for g in gain)}/{len(gain)}"
+            line[f"{key} beats RL"] = (
+                f"{sum(r[f'{key} ssim after'] > r[f'{key} ssim RL'] for r in rs)}/{len(rs)}")
+            line[f"{key} dbe not worse"] = (
+                f"{sum(r[f'{key} dbe after'] <= r[f'{key} dbe before'] for r in rs)}/{len(rs)}")
+        out.append(line)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,36 +202,51 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
+    # unset: the AdaptConfig defaults (what `tcan-live adapt` uses)
+    settings = {k: v for k, v in (("prior_weight", args.prior), ("lr", args.lr),
+                                  ("prior_band", args.prior_band)) if v is not None}
+    budgets = [float(b) for b in args.budget_min.split(",")]
     if args.real:
-        row = run_real(Path(args.real), float(args.budget_min), args.seed, args.model,
-                       args.prior, args.lr, Path(args.figures) if args.figures else None)
-        print(row, flush=True)
-        rows.append(row)
+        for row in run_real(Path(args.real), budgets, args.seed, args.model, settings,
+                            Path(args.figures) if args.figures else None):
+            print(row, flush=True)
+            rows.append(row)
     for fam in (args.families.split(",") if args.families else []):
         for ph in (float(p) for p in args.photons.split(",")):
             for frames in (int(f) for f in args.frames.split(",")):
-                for budget in (float(b) for b in args.budget_min.split(",")):
-                    row = run_case(fam, ph, frames, args.test, args.size, budget, args.seed,
-                                   args.model, args.prior, args.lr,
-                                   Path(args.figures) if args.figures else None)
-                    print(row, flush=True)
-                    rows.append(row)
-    keys = ["family", "photons", "frames", "budget_min", "steps", "own ssim before",
+                for k in range(args.acquisitions):
+                    # figures of the first acquisition only
+                    figs = Path(args.figures) if args.figures and k == 0 else None
+                    for row in run_case(fam, ph, frames, args.test, args.size, budgets,
+                                        args.seed + k, args.model, settings, figs):
+                        print(row, flush=True)
+                        rows.append(row)
+    keys = ["family", "photons", "acq", "frames", "budget_min", "steps", "own ssim before",
             "own ssim after", "own ssim RL", "own dbe before", "own dbe after", "own dbe RL",
             "unseen ssim before", "unseen ssim after", "unseen ssim RL", "unseen dbe before",
             "unseen dbe after", "own unc before", "own unc after", "gain est/true"]
     body = "\n".join([
         f"`python -m benchmarks.adapt --families {args.families} --photons {args.photons} "
         f"--frames {args.frames} --budget-min {args.budget_min} --test {args.test} "
-        f"--size {args.size} --prior {args.prior} --lr {args.lr} --seed {args.seed}"
+        f"--size {args.size} --seed {args.seed}"
+        + "".join(f" --{k} {v}" for k, v in (("prior", args.prior), ("lr", args.lr),
+                                              ("prior-band", args.prior_band)) if v is not None)
+        + (f" --acquisitions {args.acquisitions}" if args.acquisitions > 1 else "")
         + (f" --real {args.real}" if args.real else "") + f"` on {machine()}, model "
         f"{args.model}. "
         "'own': the frames adapted on; 'unseen': other fields of the same acquisition; "
         "medians; SSIM after the affine fit; dbe = detail-band error (below 1: added detail "
         "more right than wrong); unc = the frame score of the spread over noise redraws (both "
         "models have it; an adapted model has no error head).", "",
-        table([{k: r.get(k, "-") for k in keys} for r in rows])])
-    section = ("adapt-" + ("real-" if args.real else "") + args.budget_min.replace(",", "-")
+        table([{k: r.get(k, "-") for k in keys} for r in rows]),
+        *(["", "Per case over its acquisitions: the SSIM gain (after - before; median, "
+           "smallest, and how many acquisitions gained at least 0.03), and how many kept "
+           "the detail-band error from getting worse.", "", table(summary(rows))]
+          if args.acquisitions > 1 else [])])
+    section = ("adapt-" + ("real-" if args.real else "")
+               + (f"{args.acquisitions}acq-" if args.acquisitions > 1 else "")
+               + ("fullprior-" if args.prior_band == "all" else "")
+               + args.budget_min.replace(",", "-")
                + "min" + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f"))
     emit(section, body, args.write_docs)
     return 0

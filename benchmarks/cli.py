@@ -106,15 +106,20 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--families", default=",".join(HELDOUT_FAMILIES))
     p.add_argument("--photons", default="10,30")
     p.add_argument("--frames", default="8", help="frames to adapt on (comma list)")
-    p.add_argument("--budget-min", default="10", help="CPU minutes per case (comma list)")
+    p.add_argument("--budget-min", default="10", help="CPU minutes (comma list: one run to "
+                   "the largest, the model scored as it was at each)")
     p.add_argument("--test", type=int, default=4, help="unseen fields per case")
     p.add_argument("--size", type=int, default=192)
-    p.add_argument("--prior", type=float, default=1.0, help="prior weight")
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--prior", type=float, default=None, help="prior weight (default: adapt's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: adapt's)")
+    p.add_argument("--prior-band", default=None, choices=("high", "all"),
+                   help="where the prior holds the initial model (train/adapt.py)")
     p.add_argument("--figures", default=None, help="folder for one figure per case")
     p.add_argument("--real", default=None, help="also adapt on the confocal images of the "
                    "shared real pairs in this folder (score against their STED images)")
     p.add_argument("--seed", type=int, default=4200)
+    p.add_argument("--acquisitions", type=int, default=1, help="simulated acquisitions per "
+                   "case (seeds SEED, SEED+1, ...): one acquisition's gain is not a result")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--write-docs", action="store_true")
     return p

@@ -152,6 +152,7 @@ def test_adaptation_resumes_exactly_and_writes_a_card(tmp_path: Path, tiny_model
     info = card.training["adapt"]
     assert card.id == "my-sample" and card.provenance["inputs"] == ["f0", "f1", "f2"]
     assert info["steps"] == 4 and "MSE(blur(G(y + a z))" in info["loss"]
+    assert "(1 - blur) G(y + a z)" in info["loss"]  # the band-limited prior, recorded
     assert info["config"]["budget_min"] == cfg.budget_min
     assert set(info["validation_before"]) == set(info["validation_after"])
     # it is a normal model folder: the Enhancer loads it
@@ -160,6 +161,32 @@ def test_adaptation_resumes_exactly_and_writes_a_card(tmp_path: Path, tiny_model
     out = Enhancer(model=str(tmp_path / "adapted"), device="cpu").enhance(
         inputs.frames[0].astype(np.float32), 0.05).image
     assert out.shape == inputs.frames[0].shape and np.isfinite(out).all()
+
+
+def test_the_prior_holds_only_what_the_blur_removes(tiny_model: Path) -> None:
+    """The default prior leaves to the data what the data see (a change as wide as the confocal
+    PSF costs almost nothing) and holds what they cannot see (a change finer than the PSF costs
+    nearly as much as under the whole-image prior)."""
+    import torch
+
+    from tcan_live.train.adapt import prior_loss
+
+    adapter = Adapter(tiny_model, Inputs(_frames(np.random.default_rng(6), 30.0), 0.05,
+                                         ["a", "b", "c"]), AdaptConfig(patch=48, batch=2))
+    assert adapter.cfg.prior_band == "high"
+    rng = np.random.default_rng(7)
+    ref = torch.from_numpy(rng.random((1, 1, 96, 96)).astype(np.float32))
+    yy, xx = np.mgrid[:96, :96]
+    wide = np.exp(-((yy - 48) ** 2 + (xx - 48) ** 2) / (2 * 12.0**2))  # sigma 600 nm
+    fine = np.where((yy + xx) % 2 == 0, 1.0, -1.0) * wide  # a 100 nm period, beyond confocal
+    for change, low in ((wide, True), (fine, False)):
+        out = ref + 0.3 * torch.from_numpy(change.astype(np.float32))[None, None]
+        whole = float(prior_loss(out, ref, adapter.blur(out), None))
+        band = float(prior_loss(out, ref, adapter.blur(out), adapter.blur(ref)))
+        if low:
+            assert band < 0.02 * whole
+        else:
+            assert band > 0.8 * whole
 
 
 # ---------------------------------------------------------------------------------------------
