@@ -1,14 +1,15 @@
 """Does ``tcan-live adapt`` help? Before/after adaptation against Richardson-Lucy, on structure
 families that the model never saw, with known truth.
 
-For each held-out family and photon level: one simulated acquisition (fixed optics and
-detector, 50 nm pixels), ``--frames`` fields of view to adapt on (confocal only) and
-``--test`` further fields; the model is adapted for ``--budget-min`` minutes on this CPU, then
-the initial model, the adapted model and Richardson-Lucy are scored against the STED truth on
-the adaptation frames themselves (the real use: enhance what you adapted on) and on the unseen
-fields: SSIM and the detail-band error (docs/training.md), and the frame score of the spread
-over noise redraws (sr/uncertainty.py; the adapted model has no error head, so the spread is
-what compares like with like).
+For each held-out family and photon level: ``--acquisitions`` simulated acquisitions (each
+with its own optics and detector, 50 nm pixels), ``--frames`` fields of view to adapt on
+(confocal only) and ``--test`` further fields each; the model is adapted once per acquisition
+up to the largest ``--budget-min`` on this CPU (or adapt's step limit), and the model as it was
+at each budget is scored. The initial model, the adapted model and Richardson-Lucy are scored
+against the STED truth on the adaptation frames themselves (the real use: enhance what you
+adapted on) and on the unseen fields: SSIM and the detail-band error (docs/training.md), and
+the frame score of the spread over noise redraws (sr/uncertainty.py; the adapted model has no
+error head, so the spread is what compares like with like).
 """
 
 from __future__ import annotations
@@ -121,12 +122,12 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
     adapter = Adapter(init, inputs, AdaptConfig(budget_min=budgets[-1], seed=seed,
                                                 confocal_fwhm_nm=fwhm, **settings))
     # the model as it was when each smaller budget ran out (one run serves every budget)
-    snapshots: dict[float, tuple[int, dict[str, torch.Tensor]]] = {}
+    snapshots: dict[float, tuple[int, float, dict[str, torch.Tensor]]] = {}
 
     def snapshot(step: int, elapsed: float, _budget: float) -> None:
         for minutes in budgets[:-1]:
             if minutes not in snapshots and elapsed >= minutes * 60:
-                snapshots[minutes] = (step, {k: v.detach().clone()
+                snapshots[minutes] = (step, elapsed, {k: v.detach().clone()
                                        for k, v in adapter.gen.state_dict().items()})
 
     result = adapter.run(progress=snapshot)
@@ -136,9 +137,10 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
         after = Enhancer(model=str(Path(tmp) / "m"), device="cpu")
         final = {k: v.detach().clone() for k, v in adapter.gen.state_dict().items()}
         for minutes in budgets:
-            steps, state = snapshots.get(minutes, (result.steps, final))
+            steps, used, state = snapshots.get(minutes, (result.steps, result.seconds, final))
             after.generator.load_state_dict(state)
-            r = {**row, "budget_min": minutes, "steps": steps, "gain": result.photon_transfer.gain}
+            r = {**row, "budget_min": minutes, "steps": steps, "min used": used / 60,
+                 "gain": result.photon_transfer.gain}
             for key, sel in sets:
                 a = _scores(after, sel, px, fwhm)
                 r.update({f"{key} ssim after": a["ssim"], f"{key} dbe after": a["dbe"],
@@ -204,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     # unset: the AdaptConfig defaults (what `tcan-live adapt` uses)
     settings = {k: v for k, v in (("prior_weight", args.prior), ("lr", args.lr),
-                                  ("prior_band", args.prior_band)) if v is not None}
+                                  ("prior_band", args.prior_band), ("steps", args.steps))
+                if v is not None}
     budgets = [float(b) for b in args.budget_min.split(",")]
     if args.real:
         for row in run_real(Path(args.real), budgets, args.seed, args.model, settings,
@@ -221,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                                         args.seed + k, args.model, settings, figs):
                         print(row, flush=True)
                         rows.append(row)
-    keys = ["family", "photons", "acq", "frames", "budget_min", "steps", "own ssim before",
+    keys = ["family", "photons", "acq", "frames", "budget_min", "min used", "steps",
+            "own ssim before",
             "own ssim after", "own ssim RL", "own dbe before", "own dbe after", "own dbe RL",
             "unseen ssim before", "unseen ssim after", "unseen ssim RL", "unseen dbe before",
             "unseen dbe after", "own unc before", "own unc after", "gain est/true"]
@@ -230,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         f"--frames {args.frames} --budget-min {args.budget_min} --test {args.test} "
         f"--size {args.size} --seed {args.seed}"
         + "".join(f" --{k} {v}" for k, v in (("prior", args.prior), ("lr", args.lr),
-                                              ("prior-band", args.prior_band)) if v is not None)
+                                              ("prior-band", args.prior_band),
+                                              ("steps", args.steps)) if v is not None)
         + (f" --acquisitions {args.acquisitions}" if args.acquisitions > 1 else "")
         + (f" --real {args.real}" if args.real else "") + f"` on {machine()}, model "
         f"{args.model}. "

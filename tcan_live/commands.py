@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tcan_live.errors import ConfigError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"  # where the daemon publishes (loopback only)
+# Adaptation stops after this many steps (whatever time is left in its budget): longer runs on
+# a few frames drift towards the frames' own noise (measured on held-out families,
+# docs/training.md "Adapting to your sample"); the budget in minutes is only an upper bound.
+ADAPT_STEPS = 400
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 Format = Literal["ome-tiff", "ome-zarr"]
@@ -157,7 +161,7 @@ class AdaptOptions(_Options):
     id: str | None = None
     init: str | None = None  # None: the default model
     budget_min: float = Field(10.0, gt=0)
-    steps: int = Field(100000, ge=1)
+    steps: int = Field(ADAPT_STEPS, ge=1)
     max_frames: int = Field(64, ge=1)
     channel: int = Field(0, ge=0)
     pixel_size_um: float | None = Field(None, gt=0)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tcan_live.commands import DEFAULT_ENDPOINT
+from tcan_live.commands import ADAPT_STEPS, DEFAULT_ENDPOINT
 from tcan_live.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class Settings(BaseModel):
                         "acquisition in the background, then switch to it (tcan-live adapt)")
     adapt_frames: int = Field(8, ge=1, description="frames collected for adapt")
     adapt_budget_min: float = Field(10.0, gt=0, description="minutes of adaptation")
-    adapt_steps: int = Field(100000, ge=1, description="at most this many adaptation steps")
+    adapt_steps: int = Field(ADAPT_STEPS, ge=1,
+                             description="at most this many adaptation steps")
 
     @field_validator("flush_every_s")
     @classmethod

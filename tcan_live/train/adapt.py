@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from tcan_live.commands import AdaptOptions
+from tcan_live.commands import ADAPT_STEPS, AdaptOptions
 from tcan_live.errors import ConfigError, UnsupportedInputError
 from tcan_live.resample import resample
 from tcan_live.sr.card import Card
@@ -62,10 +62,10 @@ class AdaptConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     budget_min: float = Field(10.0, gt=0)
-    steps: int = Field(100000, ge=1)
+    steps: int = Field(ADAPT_STEPS, ge=1)  # the stop; budget_min only bounds the time
     patch: int = Field(96, ge=32)
     batch: int = Field(4, ge=1)
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(1e-4, gt=0)
     warmup: int = Field(50, ge=0)  # steps of linearly rising learning rate: Adam's first steps
     # move every weight by about lr whatever its gradient, which costs a fine-tuned model
     alpha: float = Field(0.5, gt=0)
