@@ -150,8 +150,9 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
             figures.mkdir(parents=True, exist_ok=True)
             shown = (unseen or adapt_on)[0]
             figure(shown, px, fwhm, before, after,
-                   f"{title}: adapted on {len(adapt_on)} frames for {budgets[-1]:g} min "
-                   f"({result.steps} steps); {'an unseen field' if unseen else 'one of them'}",
+                   f"{title}: adapted on {len(adapt_on)} frames, {result.steps} steps in "
+                   f"{result.seconds / 60:.1f} min; "
+                   f"{'an unseen field' if unseen else 'one of them'}",
                    figures / f"adapt_{stem}.png")
     return rows
 
@@ -245,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         "models have it; an adapted model has no error head).", "",
         table([{k: r.get(k, "-") for k in keys} for r in rows]),
         *(["", "Per case over its acquisitions: the SSIM gain (after - before; median, "
-           "smallest, and how many acquisitions gained at least 0.03), and how many kept "
-           "the detail-band error from getting worse.", "", table(summary(rows))]
+           "smallest, and how many acquisitions gained at least 0.03), how many beat "
+           "Richardson-Lucy, and how many kept the detail-band error from getting worse.",
+           "", table(summary(rows))]
           if args.acquisitions > 1 else [])])
     section = ("adapt-" + ("real-" if args.real else "")
                + (f"{args.acquisitions}acq-" if args.acquisitions > 1 else "")
-               + ("fullprior-" if args.prior_band == "all" else "")
+               + {None: "", "all": "fullprior-", "high": "bandprior-"}[args.prior_band]
                + args.budget_min.replace(",", "-")
                + "min" + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f"))
     emit(section, body, args.write_docs)

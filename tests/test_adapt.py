@@ -152,7 +152,7 @@ def test_adaptation_resumes_exactly_and_writes_a_card(tmp_path: Path, tiny_model
     info = card.training["adapt"]
     assert card.id == "my-sample" and card.provenance["inputs"] == ["f0", "f1", "f2"]
     assert info["steps"] == 4 and "MSE(blur(G(y + a z))" in info["loss"]
-    assert "(1 - blur) G(y + a z)" in info["loss"]  # the band-limited prior, recorded
+    assert "prior_weight * MSE(G(y + a z), G0(y + a z))" in info["loss"]  # the prior, recorded
     assert info["config"]["budget_min"] == cfg.budget_min
     assert set(info["validation_before"]) == set(info["validation_after"])
     # it is a normal model folder: the Enhancer loads it
@@ -164,7 +164,7 @@ def test_adaptation_resumes_exactly_and_writes_a_card(tmp_path: Path, tiny_model
 
 
 def test_the_prior_holds_only_what_the_blur_removes(tiny_model: Path) -> None:
-    """The default prior leaves to the data what the data see (a change as wide as the confocal
+    """The band-limited prior leaves to the data what the data see (a change as wide as the confocal
     PSF costs almost nothing) and holds what they cannot see (a change finer than the PSF costs
     nearly as much as under the whole-image prior)."""
     import torch
@@ -172,8 +172,8 @@ def test_the_prior_holds_only_what_the_blur_removes(tiny_model: Path) -> None:
     from tcan_live.train.adapt import prior_loss
 
     adapter = Adapter(tiny_model, Inputs(_frames(np.random.default_rng(6), 30.0), 0.05,
-                                         ["a", "b", "c"]), AdaptConfig(patch=48, batch=2))
-    assert adapter.cfg.prior_band == "high"
+                                         ["a", "b", "c"]),
+                      AdaptConfig(patch=48, batch=2, prior_band="high"))
     rng = np.random.default_rng(7)
     ref = torch.from_numpy(rng.random((1, 1, 96, 96)).astype(np.float32))
     yy, xx = np.mgrid[:96, :96]

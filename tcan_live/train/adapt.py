@@ -12,11 +12,11 @@ Self-supervised and physics-informed (docs/training.md, "Adapting to your sample
 - **Loss** = consistency + prior. Consistency: the output for ``y1``, blurred back to confocal
   resolution (Gaussian of FWHM sqrt(confocal^2 - target^2), the trust check's kernel), must
   predict ``y2`` (MSE, normalised units; the model keeps flux, so no fitted affine). It can
-  only be met by the sample's content, not by ``y1``'s noise. Prior: in the band the blur
-  removes (the output minus its blurred self), the output stays close to the initial model's
-  output for the same input (MSE), so detail the data cannot see is left as the initial model
-  draws it, while what the data do see is left to the consistency (``prior_band="all"``: the
-  whole output is held, the loss of sessions 10-13).
+  only be met by the sample's content, not by ``y1``'s noise. Prior: the output stays close to
+  the initial model's output for the same input (MSE), so detail the blur cannot see is left
+  as the initial model draws it (``prior_band="high"``: held only in the band the blur removes,
+  the output minus its blurred self, leaving what the data see to the consistency; measured
+  and not the default, docs/training.md).
 
 Inputs that cannot support it are refused: too few photons, saturated frames, no pixel size.
 """
@@ -70,7 +70,10 @@ class AdaptConfig(BaseModel):
     # move every weight by about lr whatever its gradient, which costs a fine-tuned model
     alpha: float = Field(0.5, gt=0)
     prior_weight: float = Field(1.0, ge=0)
-    prior_band: Literal["high", "all"] = "high"  # where the prior holds the initial model
+    # where the prior holds the initial model: "all" the whole output (the default: on three
+    # fresh acquisitions it lost less SSIM than "high", docs/training.md); "high" only the band
+    # the blur removes, leaving what the data see to the consistency
+    prior_band: Literal["high", "all"] = "all"
     confocal_fwhm_nm: float | None = Field(None, gt=0)  # None: the model card's
     checkpoint_every: int = Field(50, ge=1)
     seed: int = 0
