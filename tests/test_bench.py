@@ -181,15 +181,21 @@ def test_adapt_bench_scores_before_and_after_against_the_truth(tiny_model: Path,
     from benchmarks import adapt
 
     assert adapt.main(["--model", str(tiny_model), "--families", "asters", "--photons", "20",
-                       "--frames", "2", "--test", "1", "--size", "64", "--budget-min", "0.05",
-                       "--figures", str(tmp_path)]) == 0
+                       "--frames", "2", "--test", "1", "--size", "64", "--budget-min",
+                       "0.02,0.05", "--acquisitions", "2", "--figures", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    row = [line for line in out.splitlines() if line.startswith("| asters | 20 | 2 |")]
-    assert len(row) == 1
-    cells = [c.strip() for c in row[0].strip("|").split("|")]
-    assert int(cells[4]) >= 1  # steps made
-    ssim = [float(c) for c in cells[5:8]]  # before, after, Richardson-Lucy
-    assert all(-1.0 <= v <= 1.0 for v in ssim)
+    for acq in (4200, 4201):  # one run per acquisition, scored at both budgets
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+                if line.startswith(f"| asters | 20 | {acq} | 2 |")]
+        assert [r[4] for r in rows] == ["0.02", "0.05"]
+        steps = [int(r[6]) for r in rows]
+        assert 1 <= steps[0] <= steps[1]  # the earlier budget's model is an earlier snapshot
+        for r in rows:
+            ssim = [float(c) for c in r[7:10]]  # before, after, Richardson-Lucy
+            assert all(-1.0 <= v <= 1.0 for v in ssim)
+        assert rows[0][7] == rows[1][7]  # the same initial model and frames
+    # the summary over the acquisitions, one line per budget
+    assert sum(line.startswith("| asters | 20 | 2 | 0.05 | 2 |") for line in out.splitlines()) == 1
     assert (tmp_path / "adapt_asters_20ph_2f.png").is_file()
 
 
