@@ -77,7 +77,7 @@ def figure(pair: Any, px: float, fwhm: float, before: Any, after: Any, title: st
 def run_case(family: str, photons: float, frames: int, test: int, size: int,
              budgets: list[float], seed: int, model: str, settings: dict[str, Any],
              figures: Path | None = None) -> list[dict[str, Any]]:
-    """``settings``: AdaptConfig fields (prior_weight, lr, prior_band)."""
+    """``settings``: AdaptConfig fields (prior_weight, lr, prior_band, steps, views)."""
     from tcan_live.sim import domain
 
     rng = np.random.default_rng([seed, int(photons)])
@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     # unset: the AdaptConfig defaults (what `tcan-live adapt` uses)
     settings = {k: v for k, v in (("prior_weight", args.prior), ("lr", args.lr),
-                                  ("prior_band", args.prior_band), ("steps", args.steps))
+                                  ("prior_band", args.prior_band), ("steps", args.steps),
+                                  ("views", args.views))
                 if v is not None}
     budgets = [float(b) for b in args.budget_min.split(",")]
     if args.real:
@@ -236,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         f"--size {args.size} --seed {args.seed}"
         + "".join(f" --{k} {v}" for k, v in (("prior", args.prior), ("lr", args.lr),
                                               ("prior-band", args.prior_band),
-                                              ("steps", args.steps)) if v is not None)
+                                              ("steps", args.steps), ("views", args.views))
+                  if v is not None)
         + (f" --acquisitions {args.acquisitions}" if args.acquisitions > 1 else "")
         + (f" --real {args.real}" if args.real else "") + f"` on {machine()}, model "
         f"{args.model}. "
@@ -253,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     section = ("adapt-" + ("real-" if args.real else "")
                + (f"{args.acquisitions}acq-" if args.acquisitions > 1 else "")
                + {None: "", "all": "fullprior-", "high": "bandprior-"}[args.prior_band]
+               + (f"{args.views}-" if args.views else "")
                + args.budget_min.replace(",", "-")
                + "min" + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f"))
     emit(section, body, args.write_docs)

@@ -113,6 +113,8 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--prior", type=float, default=None, help="prior weight (default: adapt's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: adapt's)")
     p.add_argument("--steps", type=int, default=None, help="step limit (default: adapt's)")
+    p.add_argument("--views", default=None, choices=("recorrupt", "split"),
+                   help="how a frame's two views are made (default: adapt's)")
     p.add_argument("--prior-band", default=None, choices=("high", "all"),
                    help="where the prior holds the initial model (train/adapt.py)")
     p.add_argument("--figures", default=None, help="folder for one figure per case")

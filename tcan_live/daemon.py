@@ -145,7 +145,8 @@ class Daemon:
                          out=self._adapted_dir() / model_id,
                          model_id=model_id, budget_min=s.adapt_budget_min, steps=s.adapt_steps,
                          pixel_size_um=s.pixel_size_um, device=str(self.enhancer.device),
-                         switch=self._switch, report=self._events.append)
+                         switch=self._switch, report=self._events.append,
+                         check=s.adapt_check)
 
     def _switch(self, folder: Path, channel: int, resumed: bool = False) -> None:
         """Worker thread, between frames (or start(), ``resumed``): the adapted model takes

@@ -74,6 +74,9 @@ class Settings(BaseModel):
                         "acquisition in the background, then switch to it (tcan-live adapt)")
     adapt_frames: int = Field(8, ge=1, description="frames collected for adapt")
     adapt_budget_min: float = Field(10.0, gt=0, description="minutes of adaptation")
+    adapt_check: bool = Field(True, description="switch only if the adapted model is closer "
+                              "to the sample than the initial one on held-out frames (a "
+                              "truth-free check, docs/training.md)")
     adapt_steps: int = Field(ADAPT_STEPS, ge=1,
                              description="at most this many adaptation steps")
 

@@ -188,18 +188,19 @@ class AdaptSink:
     """Collects the raw planes of the first ``n_frames`` frames of channel ``channel`` (the
     first stream that has them), then adapts the model to them in a background thread. When the
     adapted model is written, :meth:`idle` (worker thread, between frames) calls ``switch``
-    with its folder and the channel, once. A refusal (too few photons, saturated frames) or a
-    failure is reported through ``report`` and the daemon keeps its model; it never stops the
-    daemon."""
+    with its folder and the channel, once - only if the adapted model passed the held-out
+    check (train/adapt.py ``HeldOutCheck``) when ``check`` is on. A refusal (too few photons,
+    saturated frames), a failed check or a failure is reported through ``report`` and the
+    daemon keeps its model; it never stops the daemon."""
 
     def __init__(self, *, init: Any, n_frames: int, out: Path, model_id: str,
                  budget_min: float, steps: int, pixel_size_um: float | None, device: str,
                  switch: Callable[[Path, int], None], report: Callable[[dict[str, Any]], None],
-                 channel: int = 0) -> None:
+                 channel: int = 0, check: bool = True) -> None:
         self.init, self.n_frames, self.out, self.model_id = init, n_frames, out, model_id
         self.budget_min, self.steps, self.device = budget_min, steps, device
         self.pixel_size_um, self.channel = pixel_size_um, channel
-        self.switch, self.report = switch, report
+        self.switch, self.report, self.check = switch, report, check
         self.frames: list[np.ndarray] = []
         self.names: list[str] = []
         self.px: float | None = None
@@ -244,6 +245,15 @@ class AdaptSink:
                 budget_min=self.budget_min, steps=self.steps), device=self.device)
             result = adapter.run(self.out / "adapt")
             adapter.save(self.out, self.model_id, self.init.name, result)
+            verdict = result.check.record() if result.check else None
+            if self.check and result.check is not None and not result.check.accepted:
+                log.warning("watch --adapt: %s; the model stays (the adapted one is kept in "
+                            "%s for inspection)", result.check.line(), self.out)
+                self.report({"event": "adapt-rejected", "reason": result.check.line(),
+                             "check": verdict, "folder": str(self.out)})
+                self.done = True
+                return
+            self.report({"event": "adapt-finished", "steps": result.steps, "check": verdict})
             self.result = self.out
         except TcanError as err:
             log.warning("watch --adapt: adaptation refused: %s; the model stays", err)

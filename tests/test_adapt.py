@@ -19,6 +19,7 @@ from tcan_live.train.adapt import (
     check_inputs,
     photon_transfer,
     read_inputs,
+    split_counts,
     split_views,
 )
 
@@ -81,6 +82,49 @@ def test_split_views_are_unbiased_and_independent(gain: float, offset: float, ex
     # independent, not just uncorrelated overall: also within the brightest tenth
     bright = lam > np.quantile(lam, 0.9)
     assert abs(np.corrcoef(n1[bright], n2[bright])[0, 1]) < 0.05
+
+
+def _conditional_dependence(v1: np.ndarray, v2: np.ndarray, expected: float,
+                            gain: float) -> float:
+    """The largest |E[second view's error | first view's value]| over the first view's
+    quintiles, in photons: 0 for independent views, whatever their correlation."""
+    n1, n2 = (v1 - expected) / gain, (v2 - expected) / gain
+    edges = np.unique(np.quantile(n1, [0.2, 0.4, 0.6, 0.8]))
+    bins = np.digitize(n1, edges)
+    return max(abs(float(n2[bins == b].mean())) for b in np.unique(bins))
+
+
+@pytest.mark.parametrize("kind,excess,read,offset", [("hyd", 1.0, 0.0, 0.0),
+                                                     ("pmt", 1.7, 1.0, 200.0)])
+def test_photon_split_views_are_independent_at_one_photon(kind: str, excess: float, read: float,
+                                                          offset: float) -> None:
+    """At one photon per pixel, recorruption's views are uncorrelated but not independent (the
+    second view's error depends on the first view's value by most of a photon: a network can
+    learn to keep the noise); splitting the photons gives independent views (exactly for
+    photon counting; for a PMT's excess noise, within 0.2 photon)."""
+    from tcan_live.train.adapt import PhotonTransfer
+
+    rng = np.random.default_rng(11)
+    gain = 190.0
+    d = domain.Detector(kind, 10.0, 0.0, gain, offset, excess, read, 12)  # type: ignore[arg-type]
+    frame = domain.detect(rng, np.full((600, 600), 1.0), d).astype(np.float64)
+    g = gain * excess
+    pt = PhotonTransfer(gain=g, offset=offset, slope=g, intercept=-g * offset)
+    expected = offset + gain * 1.0
+    s1, s2 = split_counts(rng, frame, pt, 0.5)
+    r1, r2 = split_views(rng, frame, pt, 0.5)
+    for v in (s1, s2):  # both views keep the frame's expectation
+        assert abs(float(v.mean()) - expected) < 0.02 * g
+    # photon counting: uncorrelated; a PMT: the stochastic rounding of its effective photons
+    # is shared by both views (measured 0.08)
+    assert abs(np.corrcoef(s1.ravel(), s2.ravel())[0, 1]) < (0.02 if kind == "hyd" else 0.12)
+    split_dep = _conditional_dependence(s1, s2, expected, g)
+    assert split_dep < (0.02 if kind == "hyd" else 0.2)
+    assert _conditional_dependence(r1, r2, expected, g) > 0.3  # why the photon split exists
+    # an uneven split keeps each view's expectation too
+    u1, u2 = split_counts(rng, frame, pt, 0.7)
+    assert abs(float(u1.mean()) - expected) < 0.02 * g
+    assert abs(float(u2.mean()) - expected) < 0.03 * g
 
 
 def _frames(rng: np.random.Generator, peak: float, n: int = 3, gain: float = 8.0,
@@ -151,8 +195,11 @@ def test_adaptation_resumes_exactly_and_writes_a_card(tmp_path: Path, tiny_model
     card = read_card(tmp_path / "adapted")
     info = card.training["adapt"]
     assert card.id == "my-sample" and card.provenance["inputs"] == ["f0", "f1", "f2"]
-    assert info["steps"] == 4 and "MSE(blur(G(y + a z))" in info["loss"]
-    assert "prior_weight * MSE(G(y + a z), G0(y + a z))" in info["loss"]  # the prior, recorded
+    assert info["steps"] == 4 and "MSE(blur(G(y1)), y2)" in info["loss"]
+    assert "prior_weight * MSE(G(y1), G0(y1))" in info["loss"]  # the prior, recorded
+    # one of the three frames was held out of training for the check, which is recorded
+    assert info["held_out_check"]["held_out"] == ["f1"] == whole.held_out
+    assert info["held_out_check"]["accepted"] == res.check.accepted  # type: ignore[union-attr]
     assert info["config"]["budget_min"] == cfg.budget_min
     assert set(info["validation_before"]) == set(info["validation_after"])
     # it is a normal model folder: the Enhancer loads it
@@ -161,6 +208,83 @@ def test_adaptation_resumes_exactly_and_writes_a_card(tmp_path: Path, tiny_model
     out = Enhancer(model=str(tmp_path / "adapted"), device="cpu").enhance(
         inputs.frames[0].astype(np.float32), 0.05).image
     assert out.shape == inputs.frames[0].shape and np.isfinite(out).all()
+
+
+def test_frames_are_held_out_evenly_and_never_all() -> None:
+    from tcan_live.train.adapt import held_out_indices
+
+    assert held_out_indices(1, 0.25) == [] and held_out_indices(8, 0.0) == []
+    assert held_out_indices(2, 0.25) == [1]
+    assert held_out_indices(8, 0.25) == [2, 6]
+    assert held_out_indices(4, 0.9) == [0, 2, 3]  # at least one frame is adapted on
+    got = held_out_indices(40, 0.25)
+    assert len(got) == 10 and np.all(np.diff(got) == 4)
+
+
+class _Scaled:
+    """A stand-in generator: ``a x + b`` (the check only calls it)."""
+
+    def __init__(self, a: float, b: float) -> None:
+        self.a, self.b = a, b
+
+    def __call__(self, x: object) -> object:
+        return self.a * x + self.b  # type: ignore[operator]
+
+    def eval(self) -> _Scaled:
+        return self
+
+    def train(self) -> _Scaled:
+        return self
+
+
+def test_the_held_out_check_prefers_the_model_closer_to_the_sample(tiny_model: Path) -> None:
+    """On held-out frames, the check accepts a model whose blurred output is closer to the
+    noise-free frame and rejects the reverse and a tie; training never sees those frames."""
+    rng = np.random.default_rng(8)
+    names = [f"f{k}" for k in range(8)]
+    inputs = Inputs(_frames(rng, 40.0, n=8), 0.05, list(names))
+    ad = Adapter(tiny_model, inputs, AdaptConfig(views="split", seed=2))
+    assert ad.held_out == ["f2", "f6"]
+    assert ad.batches.inputs.names == ["f0", "f1", "f3", "f4", "f5", "f7"]
+    good, biased = _Scaled(1.0, 0.0), _Scaled(0.6, 0.3)  # the identity keeps the sample
+    ad.gen, ad.ref = good, biased  # type: ignore[assignment]
+    better = ad.check()
+    assert better.accepted and better.after < better.before
+    assert better.held_out == ["f2", "f6"] and better.patches == 24
+    assert "better" in better.line() and better.record()["accepted"] is True
+    ad.gen, ad.ref = biased, good  # type: ignore[assignment]
+    assert not ad.check().accepted
+    ad.gen, ad.ref = good, good  # type: ignore[assignment]
+    tie = ad.check()
+    assert tie.after == tie.before and not tie.accepted and "not better" in tie.line()
+
+
+def test_watch_adapt_keeps_its_model_when_the_check_fails(tiny_model: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """A failed held-out check (forced here: a tiny random model cannot be trusted to fail it)
+    is announced, the adapted model is kept for inspection, and nothing switches."""
+    from tcan_live.frame import Frame, FrameIndex
+    from tcan_live.pipeline import Processed
+    from tcan_live.sinks import AdaptSink
+    from tcan_live.train import adapt
+
+    worse = adapt.HeldOutCheck(1.0, 1.2, 0.01, 24, ["x"])
+    monkeypatch.setattr(adapt.Adapter, "check", lambda self: worse)
+    switched: list[Path] = []
+    events: list[dict[str, object]] = []
+    sink = AdaptSink(init=tiny_model, n_frames=2, out=tmp_path / "m", model_id="m",
+                     budget_min=1.0, steps=2, pixel_size_um=None, device="cpu",
+                     switch=lambda f, c: switched.append(f), report=events.append)
+    for t, data in enumerate(_frames(np.random.default_rng(9), 40.0, n=2)):
+        f = Frame(data, FrameIndex(t=t), 0.05, stream="s.tif", source="s.tif")
+        sink.put(Processed(f, None, {}, 0.05))
+    assert sink.thread is not None
+    sink.thread.join(120)
+    sink.idle()
+    assert switched == [] and sink.done
+    assert [e["event"] for e in events] == ["adapt-started", "adapt-rejected"]
+    assert "not better" in str(events[1]["reason"]) and (tmp_path / "m" / "model.toml").is_file()
 
 
 def test_the_prior_holds_only_what_the_blur_removes(tiny_model: Path) -> None:
@@ -237,7 +361,8 @@ def test_watch_adapt_switches_between_frames_without_losing_any(tiny_model: Path
     acq.mkdir()
     d = Daemon(Settings(folder=acq, output=tmp_path / "out", model=str(tiny_model),
                         endpoint="tcp://127.0.0.1:*", settle_s=0.3, give_up_s=3.0,
-                        pixel_size_um=0.05, adapt=True, adapt_frames=3, adapt_steps=2))
+                        pixel_size_um=0.05, adapt=True, adapt_frames=3, adapt_steps=2,
+                        adapt_check=False))  # a tiny random model: the switch, not the check
     d.start()
     try:
         while d.publisher is None:
@@ -351,7 +476,8 @@ def test_a_restarted_watch_adapt_takes_the_adapted_model_back(tiny_model: Path,
     def run(names: list[str], until: str | None) -> tuple[list, list]:  # type: ignore[type-arg]
         d = Daemon(Settings(folder=acq, output=tmp_path / "out", model=str(tiny_model),
                             endpoint="tcp://127.0.0.1:*", settle_s=0.2, give_up_s=3.0,
-                            pixel_size_um=0.05, adapt=True, adapt_frames=2, adapt_steps=2))
+                            pixel_size_um=0.05, adapt=True, adapt_frames=2, adapt_steps=2,
+                            adapt_check=False))
         d.start()
         enhanced: list = []  # type: ignore[type-arg]
         status: list = []  # type: ignore[type-arg]

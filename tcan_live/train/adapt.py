@@ -68,13 +68,21 @@ class AdaptConfig(BaseModel):
     lr: float = Field(1e-4, gt=0)
     warmup: int = Field(50, ge=0)  # steps of linearly rising learning rate: Adam's first steps
     # move every weight by about lr whatever its gradient, which costs a fine-tuned model
+    # the two views of a frame: "recorrupt" adds Gaussian noise (y + alpha z, y - z / alpha);
+    # "split" splits the photons (split_counts, first view's share split_p)
+    views: Literal["recorrupt", "split"] = "recorrupt"
     alpha: float = Field(0.5, gt=0)
+    split_p: float = Field(0.5, gt=0, lt=1)
     prior_weight: float = Field(1.0, ge=0)
     # where the prior holds the initial model: "all" the whole output (the default: on three
     # fresh acquisitions it lost less SSIM than "high", docs/training.md); "high" only the band
     # the blur removes, leaving what the data see to the consistency
     prior_band: Literal["high", "all"] = "all"
     confocal_fwhm_nm: float | None = Field(None, gt=0)  # None: the model card's
+    # frames held out of training for the check (HeldOutCheck): this fraction, at least one
+    # when there are two or more frames
+    holdout: float = Field(0.25, ge=0, lt=1)
+    check_patches: int = Field(24, ge=2)
     checkpoint_every: int = Field(50, ge=1)
     seed: int = 0
 
@@ -132,6 +140,27 @@ def split_views(rng: np.random.Generator, frame: np.ndarray, pt: PhotonTransfer,
     local = ndimage.gaussian_filter(y, 1.0, mode="mirror")
     z = rng.standard_normal(y.shape) * np.sqrt(pt.variance(local))
     return (y + alpha * z).astype(np.float32), (y - z / alpha).astype(np.float32)
+
+
+def split_counts(rng: np.random.Generator, frame: np.ndarray, pt: PhotonTransfer,
+                 p: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Two views of ``frame`` by splitting its photons (binomial thinning): each detected photon
+    goes to the first view with probability ``p``, else to the second. For Poisson counts the
+    two are *independent* Poisson images, whatever the count (recorruption's views are only
+    uncorrelated: at a few photons a network can still see a photon of ``y`` in both,
+    tests/test_adapt.py). The frame is turned into effective photons by the photon-transfer
+    line (``(y - offset) / gain``; the gain includes the excess noise factor, so their variance
+    equals their mean), clipped at 0 and rounded stochastically (the mean kept; for a PMT or
+    GaAsP, whose pulse heights vary, the rounding adds up to 1/4 photon^2 of variance that both
+    views share: a small correlation, measured in the test). Each view is scaled back by
+    ``1 / p`` (or ``1 / (1 - p)``) to detector units: both have the frame's expectation."""
+    m = np.clip(pt.photons(frame), 0.0, None)
+    whole = np.floor(m)
+    n = (whole + (rng.random(m.shape) < m - whole)).astype(np.int64)
+    n1 = rng.binomial(n, p)
+    n2 = n - n1
+    return ((pt.offset + pt.gain * n1 / p).astype(np.float32),
+            (pt.offset + pt.gain * n2 / (1.0 - p)).astype(np.float32))
 
 
 @dataclass
@@ -197,6 +226,8 @@ class Batchmaker:
     card: Card
     alpha: float
     patch: int  # model pixels
+    views: Literal["recorrupt", "split"] = "recorrupt"
+    split_p: float = 0.5
 
     def __post_init__(self) -> None:
         n = self.card.normalization
@@ -213,7 +244,8 @@ class Batchmaker:
             i = int(rng.integers(f.shape[0] - side + 1))
             j = int(rng.integers(f.shape[1] - side + 1))
             crop = f[i:i + side, j:j + side]
-            y1, y2 = split_views(rng, crop, self.pt, self.alpha)
+            y1, y2 = (split_counts(rng, crop, self.pt, self.split_p) if self.views == "split"
+                      else split_views(rng, crop, self.pt, self.alpha))
             a = self.affines[k]
             x1 = resample(normalize(y1, a), self.inputs.pixel_size_um, self.card.pixel_size_um)
             x2 = resample(normalize(y2, a), self.inputs.pixel_size_um, self.card.pixel_size_um)
@@ -239,6 +271,38 @@ def prior_loss(out: torch.Tensor, ref: torch.Tensor, out_blurred: torch.Tensor,
     return F.mse_loss(out - out_blurred, ref - ref_blurred)
 
 
+@dataclass(frozen=True)
+class HeldOutCheck:
+    """Truth-free: is the adapted model closer to the sample than the initial one, on frames it
+    was not adapted on? On the same split views of the held-out frames, the consistency loss
+    of each model; with independent views its expectation is the error of the blurred output
+    against the noise-free frame plus a constant (the views' noise), so the paired difference
+    measures the change in error at confocal resolution. ``accepted``: lower by more than
+    twice its standard error."""
+
+    before: float  # consistency loss, initial model
+    after: float  # consistency loss, adapted model
+    se: float  # standard error of the paired difference over patches
+    patches: int
+    held_out: list[str]  # the frames it was measured on (training frames when none was kept)
+
+    @property
+    def accepted(self) -> bool:
+        return self.after < self.before - 2.0 * self.se
+
+    def line(self) -> str:
+        verdict = "better" if self.accepted else "not better"
+        where = f"{len(self.held_out)} held-out frame(s)" if self.held_out else \
+            "the adaptation frames (none held out)"
+        return (f"held-out check on {where}: consistency {self.before:.5g} -> {self.after:.5g} "
+                f"(+-{self.se:.2g}): {verdict}")
+
+    def record(self) -> dict[str, Any]:
+        return {"before": round(self.before, 6), "after": round(self.after, 6),
+                "se": round(self.se, 6), "patches": self.patches, "held_out": self.held_out,
+                "accepted": self.accepted}
+
+
 @dataclass
 class AdaptResult:
     steps: int
@@ -247,6 +311,16 @@ class AdaptResult:
     loss_after: dict[str, float]
     photon_transfer: PhotonTransfer
     peak_photons: float
+    check: HeldOutCheck | None = None
+
+
+def held_out_indices(n: int, fraction: float) -> list[int]:
+    """Which of ``n`` frames are held out of training: ``round(n * fraction)`` (at least one
+    when ``n >= 2`` and ``fraction > 0``), spread evenly over the acquisition."""
+    if n < 2 or fraction <= 0:
+        return []
+    k = min(max(1, round(n * fraction)), n - 1)
+    return sorted({int((i + 0.5) * n / k) for i in range(k)})
 
 
 class Adapter:
@@ -267,12 +341,24 @@ class Adapter:
         conf = cfg.confocal_fwhm_nm or c.confocal_fwhm_nm
         fwhm_nm = math.sqrt(max(conf**2 - c.target_fwhm_nm**2, 1.0))
         self.kernel = _gaussian_kernel(fwhm_nm / (c.pixel_size_um * 1000)).to(self.device)
-        self.batches = Batchmaker(inputs, self.pt, c, cfg.alpha, cfg.patch)
+        held = held_out_indices(len(inputs.frames), cfg.holdout)
+        names = inputs.names or [f"frame {k}" for k in range(len(inputs.frames))]
+        self.held_out = [names[k] for k in held]
+        train = [k for k in range(len(inputs.frames)) if k not in held]
+
+        def part(idx: list[int]) -> Inputs:
+            return Inputs([inputs.frames[k] for k in idx], inputs.pixel_size_um,
+                          [names[k] for k in idx])
+
+        self.batches = Batchmaker(part(train), self.pt, c, cfg.alpha, cfg.patch, cfg.views,
+                                  cfg.split_p)
+        checker = Batchmaker(part(held or train), self.pt, c, cfg.alpha, cfg.patch, cfg.views,
+                             cfg.split_p)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
         torch.manual_seed(cfg.seed)
-        # a fixed validation set: the same views and patches before and after
-        self.val = self.batches.sample(np.random.default_rng(cfg.seed + 10_000), 8)
+        # a fixed check set: the same views and patches of the held-out frames before and after
+        self.val = checker.sample(np.random.default_rng(cfg.seed + 10_000), cfg.check_patches)
 
     def blur(self, img: torch.Tensor) -> torch.Tensor:
         """Back to confocal resolution (the consistency's kernel, reflect-padded)."""
@@ -299,6 +385,29 @@ class Adapter:
             out = {k: float(v) for k, v in self.losses(x1, x2).items()}
         self.gen.train()
         return out
+
+    def _consistency(self, model: torch.nn.Module, x1: torch.Tensor,
+                     x2: torch.Tensor) -> np.ndarray:
+        """The consistency loss of each patch (the rim left out, as in training)."""
+        blurred = self.blur(model(x1))
+        m = max(self.kernel.shape[-1] // 2, 4)
+        err = (blurred[..., m:-m, m:-m] - x2[..., m:-m, m:-m]) ** 2
+        return np.asarray(err.mean(dim=(1, 2, 3)).cpu(), np.float64)
+
+    def check(self) -> HeldOutCheck:
+        """The initial and the adapted model on the held-out frames' fixed views (HeldOutCheck)."""
+        x1, x2 = (torch.from_numpy(a.copy()).to(self.device) for a in self.val)
+        self.gen.eval()
+        with torch.no_grad():
+            after = np.concatenate([self._consistency(self.gen, x1[i:i + 4], x2[i:i + 4])
+                                    for i in range(0, len(x1), 4)])
+            before = np.concatenate([self._consistency(self.ref, x1[i:i + 4], x2[i:i + 4])
+                                     for i in range(0, len(x1), 4)])
+        self.gen.train()
+        diff = after - before
+        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        return HeldOutCheck(float(before.mean()), float(after.mean()), se, len(diff),
+                            list(self.held_out))
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {f"gen.{k}": v.detach().cpu() for k, v in self.gen.state_dict().items()}
@@ -343,7 +452,19 @@ class Adapter:
         if ckpt is not None:
             save_checkpoint(ckpt, *self.state())
         return AdaptResult(self.step, time.monotonic() - t0, before, self.validate(), self.pt,
-                           peak_photons(self.inputs.frames, self.pt))
+                           peak_photons(self.inputs.frames, self.pt), self.check())
+
+    def loss_text(self) -> str:
+        """The loss as the card records it."""
+        cfg = self.cfg
+        views = (f"y1, y2: the frame's photons split {cfg.split_p:g} / {1 - cfg.split_p:g}, "
+                 "each scaled back to the frame's expectation" if cfg.views == "split" else
+                 f"y1 = y + a z, y2 = y - z / a (a = {cfg.alpha:g}, z Gaussian of the frame's "
+                 "variance)")
+        prior = ("MSE((1 - blur) G(y1), (1 - blur) G0(y1))" if cfg.prior_band == "high"
+                 else "MSE(G(y1), G0(y1))")
+        return (f"MSE(blur(G(y1)), y2) + prior_weight * {prior}; {views}; blur: Gaussian "
+                "FWHM sqrt(confocal^2 - target^2)")
 
     def save(self, out: Path, model_id: str, init: str, result: AdaptResult,
              extra: dict[str, Any] | None = None) -> None:
@@ -360,18 +481,16 @@ class Adapter:
                         "inputs": self.inputs.names, "refused": self.inputs.refused,
                         "input_pixel_size_um": self.inputs.pixel_size_um},
             training={"adapt": {
-                "loss": "MSE(blur(G(y + a z)), y - z / a) + prior_weight * "
-                        + ("MSE((1 - blur) G(y + a z), (1 - blur) G0(y + a z))"
-                           if self.cfg.prior_band == "high" else
-                           "MSE(G(y + a z), G0(y + a z))")
-                        + "; blur: Gaussian FWHM sqrt(confocal^2 - target^2)",
+                "loss": self.loss_text(),
                 "config": self.cfg.model_dump(exclude_none=True), "steps": result.steps,
                 "seconds": round(result.seconds, 1),
                 "photon_transfer": {k: round(v, 4)
                                     for k, v in asdict(result.photon_transfer).items()},
                 "peak_photons": round(result.peak_photons, 2),
                 "validation_before": result.loss_before,
-                "validation_after": result.loss_after, **(extra or {})}},
+                "validation_after": result.loss_after,
+                **({"held_out_check": result.check.record()} if result.check else {}),
+                **(extra or {})}},
             metrics=c.metrics)
 
 
@@ -463,9 +582,15 @@ def run_adapt(opts: AdaptOptions) -> int:
     result = adapter.run(ckpt, progress)
     model_id = opts.id or opts.out.name
     adapter.save(opts.out, model_id, init.name, result)
-    b, a = result.loss_before, result.loss_after
-    cons = (f"; held-out consistency loss {b['consistency']:.4g} -> {a['consistency']:.4g}"
-            if b else "")
-    print(f"wrote {opts.out}: {result.steps} steps in {result.seconds / 60:.1f} min{cons}; "
-          f"use it with --model {opts.out}")
+    if result.check is not None and not result.check.accepted:
+        print(f"{opts.out}: {result.check.line()}: it may be no improvement on "
+              f"{init.name}; keep using {init.name} unless you have checked it",
+              file=sys.stderr)
+        advice = f"not recommended over {init.name} (held-out check)"
+    else:
+        advice = f"use it with --model {opts.out}"
+        if result.check is not None:
+            print(result.check.line(), file=sys.stderr)
+    print(f"wrote {opts.out}: {result.steps} steps in {result.seconds / 60:.1f} min; "
+          f"{advice}")
     return 0
