@@ -194,6 +194,10 @@ def test_adapt_bench_scores_before_and_after_against_the_truth(tiny_model: Path,
             ssim = [float(c) for c in r[7:10]]  # before, after, Richardson-Lucy
             assert all(-1.0 <= v <= 1.0 for v in ssim)
         assert rows[0][7] == rows[1][7]  # the same initial model and frames
+        for r in rows:  # the held-out check of the model at that budget: verdict and change
+            verdict, change = r[-1].split()
+            assert verdict in ("pass", "fail") and change.endswith("%")
+            float(change[:-1])
     # the summary over the acquisitions, one line per budget
     assert sum(line.startswith("| asters | 20 | 2 | 0.05 | 2 |") for line in out.splitlines()) == 1
     assert (tmp_path / "adapt_asters_20ph_2f.png").is_file()
