@@ -420,6 +420,11 @@ def test_adapt_command_writes_a_model_and_resumes(tmp_path: Path, tiny_model: Pa
     assert main(argv) == 0
     text = capsys.readouterr()
     assert "wrote" in text.out and "brightest pixels" in text.err and "step 1" in text.err
+    # the held-out check's verdict is said, and the advice follows it
+    assert "held-out check on 1 held-out frame(s)" in text.err
+    passed = read_card(out).training["adapt"]["held_out_check"]["accepted"]
+    assert ("use it with --model" in text.out) == passed
+    assert ("not recommended over" in text.out) == (not passed)
     card = read_card(out)
     assert card.id == "my-cells" and card.training["adapt"]["steps"] == 2
     assert card.training["adapt"]["config"]["confocal_fwhm_nm"] == 200
