@@ -5,10 +5,10 @@ Self-supervised and physics-informed (docs/training.md, "Adapting to your sample
 - **Photon transfer.** Gain and offset of the detector are measured from the frames
   (:func:`photon_transfer`: the local-variance / local-mean line of every frame, pooled by the
   median; ``variance = gain * (mean - offset)``, read noise folded into the offset).
-- **Two independent views of one frame** (recorrupted-to-recorrupted, Pang et al. 2021): with
-  ``z`` Gaussian noise of the frame's own variance, ``y1 = y + a z`` and ``y2 = y - z / a``
-  have the same expectation as ``y`` and uncorrelated noise (:func:`split_views`); a fresh
-  ``z`` every step.
+- **Two independent views of one frame** by splitting its photons (:func:`split_counts`,
+  binomial thinning of the effective photons; a new split every step). Recorrupted views
+  (:func:`split_views`, Pang et al. 2021: ``y + a z`` and ``y - z / a``) are the older
+  alternative: uncorrelated but, at a few photons, not independent.
 - **Loss** = consistency + prior. Consistency: the output for ``y1``, blurred back to confocal
   resolution (Gaussian of FWHM sqrt(confocal^2 - target^2), the trust check's kernel), must
   predict ``y2`` (MSE, normalised units; the model keeps flux, so no fitted affine). It can
@@ -17,6 +17,8 @@ Self-supervised and physics-informed (docs/training.md, "Adapting to your sample
   as the initial model draws it (``prior_band="high"``: held only in the band the blur removes,
   the output minus its blurred self, leaving what the data see to the consistency; measured
   and not the default, docs/training.md).
+- **A held-out check** (:class:`HeldOutCheck`): frames kept out of training tell, without a
+  truth, whether the adapted model is closer to the sample at confocal resolution.
 
 Inputs that cannot support it are refused: too few photons, saturated frames, no pixel size.
 """
@@ -68,9 +70,11 @@ class AdaptConfig(BaseModel):
     lr: float = Field(1e-4, gt=0)
     warmup: int = Field(50, ge=0)  # steps of linearly rising learning rate: Adam's first steps
     # move every weight by about lr whatever its gradient, which costs a fine-tuned model
-    # the two views of a frame: "recorrupt" adds Gaussian noise (y + alpha z, y - z / alpha);
-    # "split" splits the photons (split_counts, first view's share split_p)
-    views: Literal["recorrupt", "split"] = "recorrupt"
+    # the two views of a frame: "split" splits the photons (split_counts, the first view's
+    # share split_p; independent views, which the held-out check needs); "recorrupt" adds
+    # Gaussian noise (y + alpha z, y - z / alpha; sessions 10-14: at a few photons its views
+    # depend on each other, docs/training.md)
+    views: Literal["recorrupt", "split"] = "split"
     alpha: float = Field(0.5, gt=0)
     split_p: float = Field(0.5, gt=0, lt=1)
     prior_weight: float = Field(1.0, ge=0)
