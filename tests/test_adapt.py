@@ -259,6 +259,26 @@ def test_the_held_out_check_prefers_the_model_closer_to_the_sample(tiny_model: P
     assert tie.after == tie.before and not tie.accepted and "not better" in tie.line()
 
 
+def test_a_model_that_failed_its_check_says_so_when_loaded(tiny_model: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    from dataclasses import replace
+
+    from tcan_live.sr.enhancer import Enhancer
+    from tcan_live.train.adapt import HeldOutCheck
+
+    inputs = Inputs(_frames(np.random.default_rng(12), 30.0), 0.05, ["f0", "f1", "f2"])
+    ad = Adapter(tiny_model, inputs, AdaptConfig(steps=1, patch=48, batch=2))
+    res = ad.run()
+    for check, warned in ((HeldOutCheck(1.0, 0.9, 0.01, 24, ["f1"]), False),
+                          (HeldOutCheck(1.0, 1.1, 0.01, 24, ["f1"]), True)):
+        ad.save(tmp_path / str(warned), "m", tiny_model.name, replace(res, check=check))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="tcan_live.sr.enhancer"):
+            Enhancer(str(tmp_path / str(warned)), device="cpu")
+        assert ("failed its held-out check" in caplog.text) == warned
+
+
 def test_watch_adapt_keeps_its_model_when_the_check_fails(tiny_model: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:

@@ -118,6 +118,12 @@ class Enhancer:
         self.folder = resolve_model(model)
         card, generator = load_generator(self.folder)
         self.card: Card = card
+        adapted = card.training.get("adapt")
+        check = adapted.get("held_out_check") if isinstance(adapted, dict) else None
+        if isinstance(check, dict) and check.get("accepted") is False:  # found no better
+            log.warning("%s failed its held-out check when it was adapted (consistency %s -> "
+                        "%s): it may be no better than the model it was adapted from",
+                        self.folder, check.get("before"), check.get("after"))
         self._head: LoadedHead | None = None
         self.device = pick_device(device)
         self.tile = round_up(int(tile or card.tiling.tile), ALIGN)
