@@ -154,7 +154,8 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
             figures.mkdir(parents=True, exist_ok=True)
             shown = (unseen or adapt_on)[0]
             figure(shown, px, fwhm, before, after,
-                   f"{title}: adapted on {len(adapt_on)} frames, {result.steps} steps in "
+                   f"{title}: {len(adapt_on)} frames ({len(adapter.held_out)} held out for "
+                   f"the check), {result.steps} steps in "
                    f"{result.seconds / 60:.1f} min; "
                    f"{'an unseen field' if unseen else 'one of them'}",
                    figures / f"adapt_{stem}.png")
@@ -253,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         + (f" --acquisitions {args.acquisitions}" if args.acquisitions > 1 else "")
         + (f" --real {args.real}" if args.real else "") + f"` on {machine()}, model "
         f"{args.model}. "
-        "'own': the frames adapted on; 'unseen': other fields of the same acquisition; "
+        "'own': the frames given to adapt (a quarter of them held out of training for the "
+        "check); 'unseen': other fields of the same acquisition; "
         "medians; SSIM after the affine fit; dbe = detail-band error (below 1: added detail "
         "more right than wrong); unc = the frame score of the spread over noise redraws (both "
         "models have it; an adapted model has no error head).", "",

@@ -356,7 +356,9 @@ class Adapter:
 
         self.batches = Batchmaker(part(train), self.pt, c, cfg.alpha, cfg.patch, cfg.views,
                                   cfg.split_p)
-        checker = Batchmaker(part(held or train), self.pt, c, cfg.alpha, cfg.patch, cfg.views,
+        # the check always splits photons: its verdict needs independent views, whatever
+        # views the training uses
+        checker = Batchmaker(part(held or train), self.pt, c, cfg.alpha, cfg.patch, "split",
                              cfg.split_p)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
