@@ -376,9 +376,7 @@ class Adapter:
         with torch.no_grad():
             ref = self.ref(x1)
         blurred = self.blur(out)
-        m = max(self.kernel.shape[-1] // 2, 4)  # the rim, where reflect padding decides, is
-        # left out
-        cons = F.mse_loss(blurred[..., m:-m, m:-m], x2[..., m:-m, m:-m])
+        cons = self._squared_error(blurred, x2).mean()
         prior = prior_loss(out, ref, blurred, self.blur(ref) if self.cfg.prior_band == "high"
                            else None)
         return {"consistency": cons, "prior": prior,
@@ -395,10 +393,14 @@ class Adapter:
     def _consistency(self, model: torch.nn.Module, x1: torch.Tensor,
                      x2: torch.Tensor) -> np.ndarray:
         """The consistency loss of each patch (the rim left out, as in training)."""
-        blurred = self.blur(model(x1))
-        m = max(self.kernel.shape[-1] // 2, 4)
-        err = (blurred[..., m:-m, m:-m] - x2[..., m:-m, m:-m]) ** 2
+        err = self._squared_error(self.blur(model(x1)), x2)
         return np.asarray(err.mean(dim=(1, 2, 3)).cpu(), np.float64)
+
+    def _squared_error(self, blurred: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """The consistency's squared error, the rim (where reflect padding decides) left out:
+        one rule for the training loss and the held-out check."""
+        m = max(self.kernel.shape[-1] // 2, 4)
+        return (blurred[..., m:-m, m:-m] - x2[..., m:-m, m:-m]) ** 2
 
     def check(self) -> HeldOutCheck:
         """The initial and the adapted model on the held-out frames' fixed views (HeldOutCheck)."""
