@@ -144,7 +144,9 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
             r = {**row, "budget_min": minutes, "steps": steps, "min used": used / 60,
                  "gain": result.photon_transfer.gain,
                  "check": f"{'pass' if chk.accepted else 'fail'} "
-                          f"{100 * (chk.after / chk.before - 1):+.2f}%"}
+                          f"{100 * (chk.after / chk.before - 1):+.2f}% "
+                          f"({(chk.before - chk.after) / max(chk.se, 1e-12):.1f} se, "
+                          f"{chk.tiles} tiles)"}
             for key, sel in sets:
                 a = _scores(after, sel, px, fwhm)
                 r.update({f"{key} ssim after": a["ssim"], f"{key} dbe after": a["dbe"],
@@ -263,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         *(["", "Per case over its acquisitions: the SSIM gain (after - before; median, "
            "smallest, and how many acquisitions gained at least 0.03), how many beat "
            "Richardson-Lucy, how many kept the detail-band error from getting worse, how many "
-           "passed the held-out check ('check': pass/fail and the change of the held-out "
-           "consistency loss), and the gain with the check (0 where it failed: watch --adapt "
-           "keeps the initial model there).",
+           "passed the held-out check ('check': pass/fail, the change of the held-out "
+           "consistency loss, that change in standard errors and the number of tiles; it "
+           "passes beyond Student's t at 97.5%), and the gain with the check (0 where it "
+           "failed: watch --adapt keeps the initial model there).",
            "", table(summary(rows))]
           if args.acquisitions > 1 else [])])
     section = ("adapt-" + ("real-" if args.real else "")
@@ -273,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
                + {None: "", "all": "fullprior-", "high": "bandprior-"}[args.prior_band]
                + (f"{args.views}-" if args.views else "")
                + args.budget_min.replace(",", "-")
-               + "min" + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f"))
+               + "min" + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f")
+               # photon levels without 10 (the default's first) are named, so that a 30-photon
+               # table does not overwrite the 10-photon one of the same shape
+               + ("" if args.real or "10" in args.photons.split(",")
+                  else "-" + args.photons.replace(",", "-") + "ph"))
     emit(section, body, args.write_docs)
     return 0
 

@@ -250,7 +250,9 @@ def test_the_held_out_check_prefers_the_model_closer_to_the_sample(tiny_model: P
     ad.gen, ad.ref = good, biased  # type: ignore[assignment]
     better = ad.check()
     assert better.accepted and better.after < better.before
-    assert better.held_out == ["f2", "f6"] and better.patches == 24
+    # 128-px frames, 48-px tiles (the model's 50 nm pixels, as the frames'): 2 x 2 a frame
+    assert better.held_out == ["f2", "f6"] and better.tiles == 8
+    assert better.critical == pytest.approx(2.365, abs=1e-3)  # Student's t, 7 degrees
     assert "better" in better.line() and better.record()["accepted"] is True
     ad.gen, ad.ref = biased, good  # type: ignore[assignment]
     assert not ad.check().accepted
@@ -540,3 +542,31 @@ def test_a_restarted_watch_adapt_takes_the_adapted_model_back(tiny_model: Path,
     assert [e["event"] for e in events] == ["model-switched"]
     assert events[0]["resumed"] is True and events[0]["model"] == adapted
     assert events[0]["from_seq"] == 0
+
+
+def test_the_check_tiles_do_not_overlap_and_its_bound_follows_the_tile_count(
+        tiny_model: Path) -> None:
+    """The check's standard error counts tiles as independent, so tiles must not overlap;
+    few tiles need a larger margin (Student's t) and a single tile gives no verdict."""
+    from tcan_live.train.adapt import Batchmaker, HeldOutCheck, PhotonTransfer
+
+    rng = np.random.default_rng(3)
+    frame = np.arange(200 * 150, dtype=np.float64).reshape(200, 150)
+    ad = Adapter(tiny_model, Inputs(_frames(rng, 40.0, n=2), 0.05, ["a", "b"]),
+                 AdaptConfig(views="split"))
+    bm = Batchmaker(Inputs([frame], 0.05, ["f"]), PhotonTransfer(1.0, 0.0, 1.0, 0.0), ad.card,
+                    0.5, 96, "split")
+    x1, x2, n = bm.tiles(np.random.default_rng(0), tile=48, limit=64, draws=3)
+    assert n == 4 * 3 and x1.shape == x2.shape == (n * 3, 1, 48, 48)
+    # the tiles are the frame's grid: the draws of one tile sum to its photons (split views
+    # scaled back by 1/p and 1/(1-p) average to the frame), and no tile repeats
+    means = (x1 + x2).reshape(n, 3, -1).mean(axis=(1, 2))
+    assert len(np.unique(means.round(6))) == n
+    x1, _, n = bm.tiles(np.random.default_rng(0), tile=48, limit=5, draws=1)
+    assert n == 5 and len(x1) == 5
+    x1, _, n = bm.tiles(np.random.default_rng(0), tile=96, limit=64, draws=1)
+    assert n == 2 and x1.shape[-1] == 96  # 200 x 150 holds two 96-px tiles
+    assert HeldOutCheck(1.0, 0.5, 0.01, 1, []).accepted is False  # one tile: no verdict
+    # the same improvement and standard error: enough with 30 tiles, not with 3
+    assert HeldOutCheck(1.0, 0.95, 0.02, 30, []).accepted
+    assert not HeldOutCheck(1.0, 0.95, 0.02, 3, []).accepted

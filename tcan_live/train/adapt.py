@@ -86,7 +86,11 @@ class AdaptConfig(BaseModel):
     # frames held out of training for the check (HeldOutCheck): this fraction, at least one
     # when there are two or more frames
     holdout: float = Field(0.25, ge=0, lt=1)
-    check_patches: int = Field(24, ge=2)
+    # the check's tiles: non-overlapping squares of check_tile model pixels, at most
+    # check_tiles of them (evenly chosen), each scored on check_draws photon splits
+    check_tile: int = Field(48, ge=24)
+    check_tiles: int = Field(64, ge=2)
+    check_draws: int = Field(2, ge=1)
     checkpoint_every: int = Field(50, ge=1)
     seed: int = 0
 
@@ -258,11 +262,43 @@ class Batchmaker:
             if flip:
                 x1, x2 = x1[:, ::-1], x2[:, ::-1]
             h = min(self.patch, x1.shape[0], x1.shape[1])
-            xs.append(np.ascontiguousarray(x1[:h, :h]))
-            ys.append(np.ascontiguousarray(x2[:h, :h]))
-        h = min(x.shape[0] for x in xs)
-        return (np.stack([x[:h, :h] for x in xs])[:, None],
-                np.stack([y[:h, :h] for y in ys])[:, None])
+            xs.append(x1[:h, :h])
+            ys.append(x2[:h, :h])
+        return _stack(xs, ys)
+
+    def tiles(self, rng: np.random.Generator, tile: int, limit: int, draws: int
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Non-overlapping tiles of every frame (a grid of squares of ``tile`` model pixels; at
+        most ``limit``, chosen evenly), each split ``draws`` times, no rotation: the held-out
+        check's set. Returns the stacked views, tile after tile (its draws together), and the
+        tile count. Tiles that do not overlap are about as independent as the sample lets them
+        be, which the check's standard error assumes."""
+        where = []
+        for k, f in enumerate(self.inputs.frames):
+            side = min(int(math.ceil(tile * self.ratio)), *f.shape)
+            where += [(k, i, j, side) for i in range(0, f.shape[0] - side + 1, side)
+                      for j in range(0, f.shape[1] - side + 1, side)]
+        if len(where) > limit:
+            where = [where[int(q)] for q in np.linspace(0, len(where) - 1, limit).round()]
+        xs, ys = [], []
+        for k, i, j, side in where:
+            crop = self.inputs.frames[k][i:i + side, j:j + side]
+            for _ in range(draws):
+                y1, y2 = split_counts(rng, crop, self.pt, self.split_p)
+                a = self.affines[k]
+                xs.append(resample(normalize(y1, a), self.inputs.pixel_size_um,
+                                   self.card.pixel_size_um))
+                ys.append(resample(normalize(y2, a), self.inputs.pixel_size_um,
+                                   self.card.pixel_size_um))
+        x, y = _stack(xs, ys)
+        return x, y, len(where)
+
+
+def _stack(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Square crops of one common side (the smallest), as (N, 1, h, h) float32 arrays."""
+    h = min(min(x.shape[0], x.shape[1]) for x in xs)
+    return (np.stack([np.ascontiguousarray(x[:h, :h], np.float32) for x in xs])[:, None],
+            np.stack([np.ascontiguousarray(y[:h, :h], np.float32) for y in ys])[:, None])
 
 
 def prior_loss(out: torch.Tensor, ref: torch.Tensor, out_blurred: torch.Tensor,
@@ -278,33 +314,47 @@ def prior_loss(out: torch.Tensor, ref: torch.Tensor, out_blurred: torch.Tensor,
 @dataclass(frozen=True)
 class HeldOutCheck:
     """Truth-free: is the adapted model closer to the sample than the initial one, on frames it
-    was not adapted on? On the same split views of the held-out frames, the consistency loss
-    of each model; with independent views its expectation is the error of the blurred output
-    against the noise-free frame plus a constant (the views' noise), so the paired difference
-    measures the change in error at confocal resolution. ``accepted``: lower by more than
-    twice its standard error."""
+    was not adapted on? On the same split views of non-overlapping tiles of the held-out
+    frames, the consistency loss of each model; with independent views its expectation is the
+    error of the blurred output against the noise-free frame plus a constant (the views'
+    noise), so the paired difference measures the change in error at confocal resolution.
+    ``accepted``: lower by more than the one-sided 97.5% Student-t bound of the paired
+    difference over tiles (``critical`` standard errors; 2.0 for many tiles, 12.7 for two)."""
 
     before: float  # consistency loss, initial model
     after: float  # consistency loss, adapted model
-    se: float  # standard error of the paired difference over patches
-    patches: int
+    se: float  # standard error of the mean paired difference over tiles
+    tiles: int
     held_out: list[str]  # the frames it was measured on (training frames when none was kept)
 
     @property
+    def critical(self) -> float:
+        """How many standard errors the improvement must exceed: Student's t at 97.5% with
+        tiles - 1 degrees of freedom (no verdict from a single tile)."""
+        if self.tiles < 2:
+            return math.inf
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, self.tiles - 1))
+
+    @property
     def accepted(self) -> bool:
-        return self.after < self.before - 2.0 * self.se
+        return self.after < self.before - self.critical * self.se
 
     def line(self) -> str:
         verdict = "better" if self.accepted else "not better"
         where = f"{len(self.held_out)} held-out frame(s)" if self.held_out else \
             "the adaptation frames (none held out)"
-        return (f"held-out check on {where}: consistency {self.before:.5g} -> {self.after:.5g} "
-                f"(+-{self.se:.2g}): {verdict}")
+        return (f"held-out check on {where} ({self.tiles} tiles): consistency "
+                f"{self.before:.5g} -> {self.after:.5g} (+-{self.se:.2g}): {verdict}")
 
     def record(self) -> dict[str, Any]:
         return {"before": round(self.before, 6), "after": round(self.after, 6),
-                "se": round(self.se, 6), "patches": self.patches, "held_out": self.held_out,
-                "accepted": self.accepted}
+                "se": round(self.se, 6), "tiles": self.tiles,
+                # none when a single tile gives no verdict (JSON and TOML have no infinity)
+                **({"critical": round(self.critical, 3)} if math.isfinite(self.critical)
+                   else {}),
+                "held_out": self.held_out, "accepted": self.accepted}
 
 
 @dataclass
@@ -363,8 +413,11 @@ class Adapter:
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
         torch.manual_seed(cfg.seed)
-        # a fixed check set: the same views and patches of the held-out frames before and after
-        self.val = checker.sample(np.random.default_rng(cfg.seed + 10_000), cfg.check_patches)
+        # a fixed check set: the same views of the same tiles of the held-out frames before and
+        # after
+        *self.val, self.val_tiles = checker.tiles(np.random.default_rng(cfg.seed + 10_000),
+                                                  cfg.check_tile, cfg.check_tiles,
+                                                  cfg.check_draws)
 
     def blur(self, img: torch.Tensor) -> torch.Tensor:
         """Back to confocal resolution (the consistency's kernel, reflect-padded)."""
@@ -383,12 +436,16 @@ class Adapter:
                 "total": cons + self.cfg.prior_weight * prior}
 
     def validate(self) -> dict[str, float]:
+        """The losses on the check's set (means over its views, 8 at a time)."""
         x1, x2 = (torch.from_numpy(a.copy()).to(self.device) for a in self.val)
         self.gen.eval()
+        sums: dict[str, float] = {}
         with torch.no_grad():
-            out = {k: float(v) for k, v in self.losses(x1, x2).items()}
+            for i in range(0, len(x1), 8):
+                for k, v in self.losses(x1[i:i + 8], x2[i:i + 8]).items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(x1[i:i + 8])
         self.gen.train()
-        return out
+        return {k: v / len(x1) for k, v in sums.items()}
 
     def _consistency(self, model: torch.nn.Module, x1: torch.Tensor,
                      x2: torch.Tensor) -> np.ndarray:
@@ -407,14 +464,16 @@ class Adapter:
         x1, x2 = (torch.from_numpy(a.copy()).to(self.device) for a in self.val)
         self.gen.eval()
         with torch.no_grad():
-            after = np.concatenate([self._consistency(self.gen, x1[i:i + 4], x2[i:i + 4])
-                                    for i in range(0, len(x1), 4)])
-            before = np.concatenate([self._consistency(self.ref, x1[i:i + 4], x2[i:i + 4])
-                                     for i in range(0, len(x1), 4)])
+            after = np.concatenate([self._consistency(self.gen, x1[i:i + 8], x2[i:i + 8])
+                                    for i in range(0, len(x1), 8)])
+            before = np.concatenate([self._consistency(self.ref, x1[i:i + 8], x2[i:i + 8])
+                                     for i in range(0, len(x1), 8)])
         self.gen.train()
-        diff = after - before
-        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        return HeldOutCheck(float(before.mean()), float(after.mean()), se, len(diff),
+        # one paired difference per tile (its draws averaged): tiles, not views, are the units
+        n = self.val_tiles
+        diff = (after - before).reshape(n, -1).mean(axis=1)
+        se = float(np.std(diff, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        return HeldOutCheck(float(before.mean()), float(after.mean()), se, n,
                             list(self.held_out))
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
