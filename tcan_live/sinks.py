@@ -196,7 +196,7 @@ class AdaptSink:
     def __init__(self, *, init: Any, n_frames: int, out: Path, model_id: str,
                  budget_min: float, steps: int, pixel_size_um: float | None, device: str,
                  switch: Callable[[Path, int], None], report: Callable[[dict[str, Any]], None],
-                 channel: int = 0, check: bool = True) -> None:
+                 check: bool, channel: int = 0) -> None:
         self.init, self.n_frames, self.out, self.model_id = init, n_frames, out, model_id
         self.budget_min, self.steps, self.device = budget_min, steps, device
         self.pixel_size_um, self.channel = pixel_size_um, channel

@@ -297,7 +297,7 @@ def test_watch_adapt_keeps_its_model_when_the_check_fails(tiny_model: Path, tmp_
     events: list[dict[str, object]] = []
     sink = AdaptSink(init=tiny_model, n_frames=2, out=tmp_path / "m", model_id="m",
                      budget_min=1.0, steps=2, pixel_size_um=None, device="cpu",
-                     switch=lambda f, c: switched.append(f), report=events.append)
+                     switch=lambda f, c: switched.append(f), report=events.append, check=True)
     for t, data in enumerate(_frames(np.random.default_rng(9), 40.0, n=2)):
         f = Frame(data, FrameIndex(t=t), 0.05, stream="s.tif", source="s.tif")
         sink.put(Processed(f, None, {}, 0.05))
