@@ -10,6 +10,11 @@ against the STED truth on the adaptation frames themselves (the real use: enhanc
 adapted on) and on the unseen fields: SSIM and the detail-band error (docs/training.md), and
 the frame score of the spread over noise redraws (sr/uncertainty.py; the adapted model has no
 error head, so the spread is what compares like with like).
+
+``--ceiling``: the same recipe (frames, held-out frames, steps, learning rate, prior) with the
+STED truth as the target instead of the consistency with a second photon view: what fine-tuning
+on these frames could reach if the data told the truth. Not something a user can run (they
+have no STED); it measures how much of the gap the self-supervised loss leaves.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from benchmarks.cli import parse_script
 
@@ -74,9 +80,66 @@ def figure(pair: Any, px: float, fwhm: float, before: Any, after: Any, title: st
     save_panels(panels, title, path)
 
 
+class _TruthBatches:
+    """``--ceiling``: random patches of the training frames (the adapter's held-out frames left
+    out) as (whole confocal frame, STED truth), both normalised with the confocal frame's
+    percentile affine (as the trainer pairs them), the same flips and rotations."""
+
+    def __init__(self, pairs: list[Any], adapter: Any) -> None:
+        from tcan_live.sr.normalize import normalize, percentile_affine
+        from tcan_live.train.adapt import held_out_indices
+
+        held = set(held_out_indices(len(pairs), adapter.cfg.holdout))
+        n = adapter.card.normalization
+        self.xs, self.ts = [], []
+        for k, p in enumerate(pairs):
+            if k not in held:
+                a = percentile_affine(p.confocal, n.low, n.high)
+                self.xs.append(normalize(p.confocal, a).astype(np.float32))
+                self.ts.append(normalize(p.sted, a).astype(np.float32))
+        self.patch = adapter.cfg.patch
+
+    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, ts = [], []
+        for _ in range(batch):
+            k = int(rng.integers(len(self.xs)))
+            x, t = self.xs[k], self.ts[k]
+            side = min(self.patch, *x.shape)
+            i = int(rng.integers(x.shape[0] - side + 1))
+            j = int(rng.integers(x.shape[1] - side + 1))
+            rot, flip = int(rng.integers(4)), bool(rng.integers(2))
+            cx = np.rot90(x[i:i + side, j:j + side], rot)
+            ct = np.rot90(t[i:i + side, j:j + side], rot)
+            if flip:
+                cx, ct = cx[:, ::-1], ct[:, ::-1]
+            xs.append(np.ascontiguousarray(cx))
+            ts.append(np.ascontiguousarray(ct))
+        return np.stack(xs)[:, None], np.stack(ts)[:, None]
+
+
+def _use_truth(adapter: Any, pairs: list[Any], px: float) -> None:
+    """Turn the adapter into the ``--ceiling`` run: supervised by the truth, same recipe."""
+    if abs(px - adapter.card.pixel_size_um) > 1e-9:
+        raise SystemExit("--ceiling needs frames on the model's grid")
+    adapter.batches = _TruthBatches(pairs, adapter)
+    rim = max(adapter.kernel.shape[-1] // 2, 4)
+
+    def losses(x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = adapter.gen(x)
+        with torch.no_grad():
+            ref = adapter.ref(x)
+        sup = F.mse_loss(out[..., rim:-rim, rim:-rim], t[..., rim:-rim, rim:-rim])
+        prior = F.mse_loss(out, ref)
+        # "consistency" keeps the adapter's key: here it is the error against the truth
+        return {"consistency": sup, "prior": prior,
+                "total": sup + adapter.cfg.prior_weight * prior}
+
+    adapter.losses = losses
+
+
 def run_case(family: str, photons: float, frames: int, test: int, size: int,
              budgets: list[float], seed: int, model: str, settings: dict[str, Any],
-             figures: Path | None = None) -> list[dict[str, Any]]:
+             figures: Path | None = None, ceiling: bool = False) -> list[dict[str, Any]]:
     """``settings``: AdaptConfig fields (prior_weight, lr, prior_band, steps, views)."""
     from tcan_live.sim import domain
 
@@ -89,7 +152,8 @@ def run_case(family: str, photons: float, frames: int, test: int, size: int,
     fwhm = domain.fwhm_nm(domain.confocal_psf(acq.confocal), domain.FINE_NM)
     rows = adapt_and_score(family, pairs[:frames], pairs[frames:], domain.MODEL_PX_NM / 1000,
                            fwhm, budgets, seed, model, settings, figures,
-                           f"{family}, {photons:g} photons", f"{family}_{photons:g}ph_{frames}f")
+                           f"{family}, {photons:g} photons", f"{family}_{photons:g}ph_{frames}f",
+                           ceiling)
     true_gain = acq.detector.gain * acq.detector.excess
     return [{"family": family, "photons": photons, "acq": seed, **r,
              "gain est/true": r.pop("gain") / true_gain} for r in rows]
@@ -97,10 +161,12 @@ def run_case(family: str, photons: float, frames: int, test: int, size: int,
 
 def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float, fwhm: float,
                     budgets: list[float], seed: int, model: str, settings: dict[str, Any],
-                    figures: Path | None, title: str, stem: str) -> list[dict[str, Any]]:
-    """Score the initial model, adapt on ``adapt_on`` (confocal only) for the largest budget,
-    score the adapted model as it was at each budget (one row each); items have ``confocal``
-    and ``sted`` (truth) on the model grid."""
+                    figures: Path | None, title: str, stem: str, ceiling: bool = False
+                    ) -> list[dict[str, Any]]:
+    """Score the initial model, adapt on ``adapt_on`` (confocal only; with ``ceiling``
+    supervised by their truth instead) for the largest budget, score the adapted model as it
+    was at each budget (one row each); items have ``confocal`` and ``sted`` (truth) on the
+    model grid."""
     from tcan_live.sr.card import resolve_model
     from tcan_live.sr.enhancer import Enhancer
     from tcan_live.train.adapt import AdaptConfig, Adapter, Inputs
@@ -121,6 +187,9 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
     budgets = sorted(budgets)
     adapter = Adapter(init, inputs, AdaptConfig(budget_min=budgets[-1], seed=seed,
                                                 confocal_fwhm_nm=fwhm, **settings))
+    if ceiling:
+        _use_truth(adapter, adapt_on, px)
+        stem, title = f"ceiling_{stem}", f"{title}, supervised by the truth (ceiling)"
     # the model as it was when each smaller budget ran out (one run serves every budget)
     snapshots: dict[float, tuple[int, float, dict[str, torch.Tensor]]] = {}
 
@@ -237,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                     # figures of the first acquisition only
                     figs = Path(args.figures) if args.figures and k == 0 else None
                     for row in run_case(fam, ph, frames, args.test, args.size, budgets,
-                                        args.seed + k, args.model, settings, figs):
+                                        args.seed + k, args.model, settings, figs,
+                                        args.ceiling):
                         print(row, flush=True)
                         rows.append(row)
     keys = ["family", "photons", "acq", "frames", "budget_min", "min used", "steps",
@@ -271,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
            "failed: watch --adapt keeps the initial model there).",
            "", table(summary(rows))]
           if args.acquisitions > 1 else [])])
-    section = ("adapt-" + ("real-" if args.real else "")
+    section = ("adapt-" + ("ceiling-" if args.ceiling else "")
+               + ("real-" if args.real else "")
                + (f"{args.acquisitions}acq-" if args.acquisitions > 1 else "")
                + {None: "", "all": "fullprior-", "high": "bandprior-"}[args.prior_band]
                + (f"{args.views}-" if args.views else "")

@@ -123,6 +123,8 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=4200)
     p.add_argument("--acquisitions", type=int, default=1, help="simulated acquisitions per "
                    "case (seeds SEED, SEED+1, ...): one acquisition's gain is not a result")
+    p.add_argument("--ceiling", action="store_true", help="supervise by the STED truth "
+                   "instead (what the frames could give; not a user's option)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--write-docs", action="store_true")
     return p
