@@ -324,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
                                               ("steps", args.steps), ("views", args.views))
                   if v is not None)
         + (f" --acquisitions {args.acquisitions}" if args.acquisitions > 1 else "")
-        + (f" --real {args.real}" if args.real else "") + f"` on {machine()}, model "
+        + (f" --real {args.real}" if args.real else "")
+        + (" --ceiling" if args.ceiling else "") + f"` on {machine()}, model "
         f"{args.model}. "
+        + ("**'after' is the ceiling: the same recipe supervised by the STED truth, not "
+           "self-supervised.** " if args.ceiling else "") +
         "'own': the frames given to adapt (a quarter of them held out of training for the "
         "check); 'unseen': other fields of the same acquisition; "
         "medians; SSIM after the affine fit; dbe = detail-band error (below 1: added detail "
