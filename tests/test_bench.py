@@ -4,6 +4,7 @@ assertions: test machines vary)."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -194,10 +195,12 @@ def test_adapt_bench_scores_before_and_after_against_the_truth(tiny_model: Path,
             ssim = [float(c) for c in r[7:10]]  # before, after, Richardson-Lucy
             assert all(-1.0 <= v <= 1.0 for v in ssim)
         assert rows[0][7] == rows[1][7]  # the same initial model and frames
-        for r in rows:  # the held-out check of the model at that budget: verdict and change
-            verdict, change = r[-1].split()
-            assert verdict in ("pass", "fail") and change.endswith("%")
-            float(change[:-1])
+        for r in rows:  # the held-out check of the model at that budget: verdict, change,
+            # margin in standard errors, tiles (one 48-px tile of the one held-out 64-px frame)
+            m = re.fullmatch(r"(pass|fail) ([+-][0-9.]+)% \((\S+) se, (\d+) tiles\)", r[-1])
+            assert m is not None, r[-1]
+            float(m[2]), float(m[3])
+            assert m[4] == "1" and m[1] == "fail"  # a single tile gives no verdict
     # the summary over the acquisitions, one line per budget
     assert sum(line.startswith("| asters | 20 | 2 | 0.05 | 2 |") for line in out.splitlines()) == 1
     assert (tmp_path / "adapt_asters_20ph_2f.png").is_file()
