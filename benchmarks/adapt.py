@@ -100,6 +100,8 @@ class _TruthBatches:
         self.patch = adapter.cfg.patch
 
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        from tcan_live.train.adapt import flip_rotate
+
         xs, ts = [], []
         for _ in range(batch):
             k = int(rng.integers(len(self.xs)))
@@ -107,11 +109,7 @@ class _TruthBatches:
             side = min(self.patch, *x.shape)
             i = int(rng.integers(x.shape[0] - side + 1))
             j = int(rng.integers(x.shape[1] - side + 1))
-            rot, flip = int(rng.integers(4)), bool(rng.integers(2))
-            cx = np.rot90(x[i:i + side, j:j + side], rot)
-            ct = np.rot90(t[i:i + side, j:j + side], rot)
-            if flip:
-                cx, ct = cx[:, ::-1], ct[:, ::-1]
+            cx, ct = flip_rotate(rng, x[i:i + side, j:j + side], t[i:i + side, j:j + side])
             xs.append(np.ascontiguousarray(cx))
             ts.append(np.ascontiguousarray(ct))
         return np.stack(xs)[:, None], np.stack(ts)[:, None]
@@ -122,13 +120,13 @@ def _use_truth(adapter: Any, pairs: list[Any], px: float) -> None:
     if abs(px - adapter.card.pixel_size_um) > 1e-9:
         raise SystemExit("--ceiling needs frames on the model's grid")
     adapter.batches = _TruthBatches(pairs, adapter)
-    rim = max(adapter.kernel.shape[-1] // 2, 4)
 
     def losses(x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
         out = adapter.gen(x)
         with torch.no_grad():
             ref = adapter.ref(x)
-        sup = F.mse_loss(out[..., rim:-rim, rim:-rim], t[..., rim:-rim, rim:-rim])
+        # the adapter's rim rule, the truth in place of the blurred output's second view
+        sup = adapter._squared_error(out, t).mean()
         prior = F.mse_loss(out, ref)
         # "consistency" keeps the adapter's key: here it is the error against the truth
         return {"consistency": sup, "prior": prior,

@@ -251,16 +251,8 @@ class Batchmaker:
             side = min(self.side, *f.shape)
             i = int(rng.integers(f.shape[0] - side + 1))
             j = int(rng.integers(f.shape[1] - side + 1))
-            crop = f[i:i + side, j:j + side]
-            y1, y2 = (split_counts(rng, crop, self.pt, self.split_p) if self.views == "split"
-                      else split_views(rng, crop, self.pt, self.alpha))
-            a = self.affines[k]
-            x1 = resample(normalize(y1, a), self.inputs.pixel_size_um, self.card.pixel_size_um)
-            x2 = resample(normalize(y2, a), self.inputs.pixel_size_um, self.card.pixel_size_um)
-            rot, flip = int(rng.integers(4)), bool(rng.integers(2))
-            x1, x2 = np.rot90(x1, rot), np.rot90(x2, rot)
-            if flip:
-                x1, x2 = x1[:, ::-1], x2[:, ::-1]
+            x1, x2 = flip_rotate(rng, *self._views(rng, k, f[i:i + side, j:j + side],
+                                                    self.views))
             h = min(self.patch, x1.shape[0], x1.shape[1])
             xs.append(x1[:h, :h])
             ys.append(x2[:h, :h])
@@ -284,14 +276,29 @@ class Batchmaker:
         for k, i, j, side in where:
             crop = self.inputs.frames[k][i:i + side, j:j + side]
             for _ in range(draws):
-                y1, y2 = split_counts(rng, crop, self.pt, self.split_p)
-                a = self.affines[k]
-                xs.append(resample(normalize(y1, a), self.inputs.pixel_size_um,
-                                   self.card.pixel_size_um))
-                ys.append(resample(normalize(y2, a), self.inputs.pixel_size_um,
-                                   self.card.pixel_size_um))
+                x1, x2 = self._views(rng, k, crop, "split")
+                xs.append(x1)
+                ys.append(x2)
         x, y = _stack(xs, ys)
         return x, y, len(where)
+
+    def _views(self, rng: np.random.Generator, k: int, crop: np.ndarray,
+               views: Literal["recorrupt", "split"]) -> tuple[np.ndarray, np.ndarray]:
+        """Two noisy views of a crop of frame ``k``, normalised with that whole frame's affine
+        and resampled to the model grid (as the Enhancer prepares a frame)."""
+        y1, y2 = (split_counts(rng, crop, self.pt, self.split_p) if views == "split"
+                  else split_views(rng, crop, self.pt, self.alpha))
+        a = self.affines[k]
+        return (resample(normalize(y1, a), self.inputs.pixel_size_um, self.card.pixel_size_um),
+                resample(normalize(y2, a), self.inputs.pixel_size_um, self.card.pixel_size_um))
+
+
+def flip_rotate(rng: np.random.Generator, x: np.ndarray, y: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The same random quarter turn and mirror for an input and its target."""
+    rot, flip = int(rng.integers(4)), bool(rng.integers(2))
+    x, y = np.rot90(x, rot), np.rot90(y, rot)
+    return (x[:, ::-1], y[:, ::-1]) if flip else (x, y)
 
 
 def _stack(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
