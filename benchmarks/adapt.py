@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     # unset: the AdaptConfig defaults (what `tcan-live adapt` uses)
     settings = {k: v for k, v in (("prior_weight", args.prior), ("lr", args.lr),
                                   ("prior_band", args.prior_band), ("steps", args.steps),
-                                  ("views", args.views))
+                                  ("views", args.views), ("prior_input", args.prior_input))
                 if v is not None}
     budgets = [float(b) for b in args.budget_min.split(",")]
     if args.real:
@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         f"--size {args.size} --seed {args.seed}"
         + "".join(f" --{k} {v}" for k, v in (("prior", args.prior), ("lr", args.lr),
                                               ("prior-band", args.prior_band),
-                                              ("steps", args.steps), ("views", args.views))
+                                              ("steps", args.steps), ("views", args.views),
+                                              ("prior-input", args.prior_input))
                   if v is not None)
         + (f" --acquisitions {args.acquisitions}" if args.acquisitions > 1 else "")
         + (f" --real {args.real}" if args.real else "")
@@ -347,12 +348,16 @@ def main(argv: list[str] | None = None) -> int:
                + (f"{args.acquisitions}acq-" if args.acquisitions > 1 else "")
                + {None: "", "all": "fullprior-", "high": "bandprior-"}[args.prior_band]
                + (f"{args.views}-" if args.views else "")
+               + (f"{args.prior_input}prior-" if args.prior_input else "")
                + args.budget_min.replace(",", "-")
                + "min" + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f")
                # photon levels without 10 (the default's first) are named, so that a 30-photon
                # table does not overwrite the 10-photon one of the same shape
                + ("" if args.real or "10" in args.photons.split(",")
-                  else "-" + args.photons.replace(",", "-") + "ph"))
+                  else "-" + args.photons.replace(",", "-") + "ph")
+               # the series' tables start at seed 4203; a run on other acquisitions is named
+               # so that it does not overwrite them
+               + ("" if args.real or args.seed == 4203 else f"-seed{args.seed}"))
     emit(section, body, args.write_docs)
     return 0
 

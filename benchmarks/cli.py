@@ -117,6 +117,8 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
                    help="how a frame's two views are made (default: adapt's)")
     p.add_argument("--prior-band", default=None, choices=("high", "all"),
                    help="where the prior holds the initial model (train/adapt.py)")
+    p.add_argument("--prior-input", default=None, choices=("view", "frame"),
+                   help="what the initial model sees for the prior's target (train/adapt.py)")
     p.add_argument("--figures", default=None, help="folder for one figure per case")
     p.add_argument("--real", default=None, help="also adapt on the confocal images of the "
                    "shared real pairs in this folder (score against their STED images)")

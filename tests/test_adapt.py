@@ -196,7 +196,7 @@ def test_adaptation_resumes_exactly_and_writes_a_card(tmp_path: Path, tiny_model
     info = card.training["adapt"]
     assert card.id == "my-sample" and card.provenance["inputs"] == ["f0", "f1", "f2"]
     assert info["steps"] == 4 and "MSE(blur(G(y1)), y2)" in info["loss"]
-    assert "prior_weight * MSE(G(y1), G0(y1))" in info["loss"]  # the prior, recorded
+    assert "prior_weight * MSE(G(y1), G0(y))" in info["loss"]  # the prior, recorded
     # one of the three frames was held out of training for the check, which is recorded
     assert info["held_out_check"]["held_out"] == ["f1"] == whole.held_out
     assert info["held_out_check"]["accepted"] == res.check.accepted  # type: ignore[union-attr]
@@ -570,3 +570,32 @@ def test_the_check_tiles_do_not_overlap_and_its_bound_follows_the_tile_count(
     # the same improvement and standard error: enough with 30 tiles, not with 3
     assert HeldOutCheck(1.0, 0.95, 0.02, 30, []).accepted
     assert not HeldOutCheck(1.0, 0.95, 0.02, 3, []).accepted
+
+
+def test_the_teacher_sees_the_whole_crop_under_the_same_flip(tiny_model: Path) -> None:
+    """``prior_input="frame"``: the initial model's input for the prior is the whole crop whose
+    photons the two views split, turned and mirrored with them (for whole photons the views,
+    weighted p and 1 - p, add up to it exactly); the prior then compares the adapted model on
+    half the photons with the initial model on all of them, so it is not zero before any step,
+    as the plain prior is."""
+    import torch
+
+    from tcan_live.train.adapt import Batchmaker, PhotonTransfer
+
+    rng = np.random.default_rng(11)
+    frame = rng.poisson(_scene(rng, 20.0, 128)).astype(np.float64)  # whole photons, gain 1
+    ad = Adapter(tiny_model, Inputs([frame, frame[::-1]], 0.05, ["a", "b"]),
+                 AdaptConfig(patch=48, batch=2))  # "frame" is the default
+    bm = Batchmaker(Inputs([frame], 0.05, ["f"]), PhotonTransfer(1.0, 0.0, 1.0, 0.0), ad.card,
+                    0.5, 64, "split", 0.3, whole=True)
+    x1, x2, x0 = bm.sample(np.random.default_rng(0), 16)
+    assert x1.shape == x2.shape == x0.shape == (16, 1, 64, 64)
+    np.testing.assert_allclose(0.3 * x1 + 0.7 * x2, x0, atol=1e-5)
+    assert not np.allclose(x1, x0, atol=1e-3)
+    assert len(Batchmaker(Inputs([frame], 0.05, ["f"]), PhotonTransfer(1.0, 0.0, 1.0, 0.0),
+                          ad.card, 0.5, 64, "split").sample(np.random.default_rng(0), 2)) == 2
+    assert ad.batches.whole
+    t1, t2, t0 = (torch.from_numpy(a) for a in ad.batches.sample(np.random.default_rng(1), 2))
+    with torch.no_grad():
+        assert float(ad.losses(t1, t2)["prior"]) == 0.0  # the same input: the same output
+        assert float(ad.losses(t1, t2, t0)["prior"]) > 0.0

@@ -12,11 +12,13 @@ Self-supervised and physics-informed (docs/training.md, "Adapting to your sample
 - **Loss** = consistency + prior. Consistency: the output for ``y1``, blurred back to confocal
   resolution (Gaussian of FWHM sqrt(confocal^2 - target^2), the trust check's kernel), must
   predict ``y2`` (MSE, normalised units; the model keeps flux, so no fitted affine). It can
-  only be met by the sample's content, not by ``y1``'s noise. Prior: the output stays close to
-  the initial model's output for the same input (MSE), so detail the blur cannot see is left
-  as the initial model draws it (``prior_band="high"``: held only in the band the blur removes,
-  the output minus its blurred self, leaving what the data see to the consistency; measured
-  and not the default, docs/training.md).
+  only be met by the sample's content, not by ``y1``'s noise. Prior: the output for ``y1``
+  stays close to the initial model's output for the whole frame ``y`` (MSE;
+  ``prior_input="frame"``, self-distillation: detail the blur cannot see is drawn as the
+  initial model draws it from twice the photons; ``"view"``, the prior of sessions 10-16,
+  shows the initial model ``y1``). ``prior_band="high"``: held only in the band the blur
+  removes, the output minus its blurred self, leaving what the data see to the consistency;
+  measured and not the default, docs/training.md.
 - **A held-out check** (:class:`HeldOutCheck`): frames kept out of training tell, without a
   truth, whether the adapted model is closer to the sample at confocal resolution.
 
@@ -82,6 +84,13 @@ class AdaptConfig(BaseModel):
     # fresh acquisitions it lost less SSIM than "high", docs/training.md); "high" only the band
     # the blur removes, leaving what the data see to the consistency
     prior_band: Literal["high", "all"] = "all"
+    # what the initial model is shown for the prior's target: "frame" (the default since
+    # session 17) the whole crop, whose photons the two views split (self-distillation: the
+    # adapted model learns to draw from half the photons what the initial model draws from all
+    # of them; on held-out families it gained about twice what "view" gained,
+    # docs/training.md); "view" the same input view as the adapted model (sessions 10-16: the
+    # output is held where it was)
+    prior_input: Literal["view", "frame"] = "frame"
     confocal_fwhm_nm: float | None = Field(None, gt=0)  # None: the model card's
     # frames held out of training for the check (HeldOutCheck): this fraction, at least one
     # when there are two or more frames
@@ -236,6 +245,7 @@ class Batchmaker:
     patch: int  # model pixels
     views: Literal["recorrupt", "split"] = "recorrupt"
     split_p: float = 0.5
+    whole: bool = False  # also return the whole crop (the prior's "frame" input)
 
     def __post_init__(self) -> None:
         n = self.card.normalization
@@ -243,20 +253,23 @@ class Batchmaker:
         self.ratio = self.card.pixel_size_um / self.inputs.pixel_size_um  # acq px per model px
         self.side = int(math.ceil(self.patch * self.ratio))  # acquisition pixels
 
-    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
+    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, ...]:
+        """(input views, target views) and, with ``whole``, the whole crops, stacked."""
+        got: list[list[np.ndarray]] = []
         for _ in range(batch):
             k = int(rng.integers(len(self.inputs.frames)))
             f = self.inputs.frames[k]
             side = min(self.side, *f.shape)
             i = int(rng.integers(f.shape[0] - side + 1))
             j = int(rng.integers(f.shape[1] - side + 1))
-            x1, x2 = flip_rotate(rng, *self._views(rng, k, f[i:i + side, j:j + side],
-                                                    self.views))
-            h = min(self.patch, x1.shape[0], x1.shape[1])
-            xs.append(x1[:h, :h])
-            ys.append(x2[:h, :h])
-        return _stack(xs, ys)
+            crop = f[i:i + side, j:j + side]
+            views: tuple[np.ndarray, ...] = self._views(rng, k, crop, self.views)
+            if self.whole:
+                views += (self._prepare(k, crop),)
+            arrays = flip_rotate(rng, *views)
+            h = min(self.patch, arrays[0].shape[0], arrays[0].shape[1])
+            got.append([a[:h, :h] for a in arrays])
+        return _stack(*(list(a) for a in zip(*got, strict=True)))
 
     def tiles(self, rng: np.random.Generator, tile: int, limit: int, draws: int
               ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -288,24 +301,27 @@ class Batchmaker:
         and resampled to the model grid (as the Enhancer prepares a frame)."""
         y1, y2 = (split_counts(rng, crop, self.pt, self.split_p) if views == "split"
                   else split_views(rng, crop, self.pt, self.alpha))
-        a = self.affines[k]
-        return (resample(normalize(y1, a), self.inputs.pixel_size_um, self.card.pixel_size_um),
-                resample(normalize(y2, a), self.inputs.pixel_size_um, self.card.pixel_size_um))
+        return self._prepare(k, y1), self._prepare(k, y2)
+
+    def _prepare(self, k: int, img: np.ndarray) -> np.ndarray:
+        """Normalised with frame ``k``'s affine and resampled to the model grid."""
+        return resample(normalize(img, self.affines[k]), self.inputs.pixel_size_um,
+                        self.card.pixel_size_um)
 
 
-def flip_rotate(rng: np.random.Generator, x: np.ndarray, y: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """The same random quarter turn and mirror for an input and its target."""
+def flip_rotate(rng: np.random.Generator, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The same random quarter turn and mirror for an input and its target(s)."""
     rot, flip = int(rng.integers(4)), bool(rng.integers(2))
-    x, y = np.rot90(x, rot), np.rot90(y, rot)
-    return (x[:, ::-1], y[:, ::-1]) if flip else (x, y)
+    turned = tuple(np.rot90(a, rot) for a in arrays)
+    return tuple(a[:, ::-1] for a in turned) if flip else turned
 
 
-def _stack(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Square crops of one common side (the smallest), as (N, 1, h, h) float32 arrays."""
-    h = min(min(x.shape[0], x.shape[1]) for x in xs)
-    return (np.stack([np.ascontiguousarray(x[:h, :h], np.float32) for x in xs])[:, None],
-            np.stack([np.ascontiguousarray(y[:h, :h], np.float32) for y in ys])[:, None])
+def _stack(*lists: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Square crops of one common side (the smallest), as (N, 1, h, h) float32 arrays, one per
+    list (inputs, targets, ...)."""
+    h = min(min(x.shape[0], x.shape[1]) for x in lists[0])
+    return tuple(np.stack([np.ascontiguousarray(x[:h, :h], np.float32) for x in xs])[:, None]
+                 for xs in lists)
 
 
 def prior_loss(out: torch.Tensor, ref: torch.Tensor, out_blurred: torch.Tensor,
@@ -412,7 +428,7 @@ class Adapter:
                           [names[k] for k in idx])
 
         self.batches = Batchmaker(part(train), self.pt, c, cfg.alpha, cfg.patch, cfg.views,
-                                  cfg.split_p)
+                                  cfg.split_p, whole=cfg.prior_input == "frame")
         # the check always splits photons: its verdict needs independent views, whatever
         # views the training uses
         checker = Batchmaker(part(held or train), self.pt, c, cfg.alpha, cfg.patch, "split",
@@ -431,10 +447,13 @@ class Adapter:
         r = self.kernel.shape[-1] // 2
         return F.conv2d(F.pad(img, (r, r, r, r), mode="reflect"), self.kernel)
 
-    def losses(self, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(self, x1: torch.Tensor, x2: torch.Tensor,
+               whole: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``whole``: the whole crop, the initial model's input for the prior when
+        ``prior_input`` is "frame" (else it sees ``x1``, as the adapted model does)."""
         out = self.gen(x1)
         with torch.no_grad():
-            ref = self.ref(x1)
+            ref = self.ref(whole if whole is not None else x1)
         blurred = self.blur(out)
         cons = self._squared_error(blurred, x2).mean()
         prior = prior_loss(out, ref, blurred, self.blur(ref) if self.cfg.prior_band == "high"
@@ -510,9 +529,9 @@ class Adapter:
         t0 = time.monotonic()
         budget = self.cfg.budget_min * 60
         while self.step < self.cfg.steps and time.monotonic() - t0 < budget:
-            x1, x2 = (torch.from_numpy(a).to(self.device)
-                      for a in self.batches.sample(self.rng, self.cfg.batch))
-            loss = self.losses(x1, x2)["total"]
+            loss = self.losses(*(torch.from_numpy(a).to(self.device)
+                                 for a in self.batches.sample(self.rng, self.cfg.batch))
+                               )["total"]
             for group in self.opt.param_groups:
                 group["lr"] = self.cfg.lr * min(1.0, (self.step + 1) / max(self.cfg.warmup, 1))
             self.opt.zero_grad(set_to_none=True)
@@ -535,8 +554,11 @@ class Adapter:
                  "each scaled back to the frame's expectation" if cfg.views == "split" else
                  f"y1 = y + a z, y2 = y - z / a (a = {cfg.alpha:g}, z Gaussian of the frame's "
                  "variance)")
-        prior = ("MSE((1 - blur) G(y1), (1 - blur) G0(y1))" if cfg.prior_band == "high"
-                 else "MSE(G(y1), G0(y1))")
+        seen = "y" if cfg.prior_input == "frame" else "y1"
+        prior = (f"MSE((1 - blur) G(y1), (1 - blur) G0({seen}))" if cfg.prior_band == "high"
+                 else f"MSE(G(y1), G0({seen}))")
+        if cfg.prior_input == "frame":
+            prior += " (y: the whole frame, whose photons y1 and y2 split)"
         return (f"MSE(blur(G(y1)), y2) + prior_weight * {prior}; {views}; blur: Gaussian "
                 "FWHM sqrt(confocal^2 - target^2)")
 
