@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tcan_live.errors import ConfigError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"  # where the daemon publishes (loopback only)
-# Adaptation stops after this many steps (whatever time is left in its budget): about 1000 steps
-# gained a little more on unseen fields and were mixed on the adapted frames, and a longer run
-# with recorrupted views drifted (held-out families, docs/training.md "Adapting to your
-# sample"); the budget in minutes is only an upper bound.
+# Adaptation stops after this many steps (whatever time is left in its budget): with the
+# whole-frame prior about 1000 steps gained more on three acquisitions of one family but made the
+# output follow the noise more (measured nowhere else yet), and a longer run with recorrupted
+# views drifted (held-out families, docs/training.md "Adapting to your sample"); the budget in
+# minutes is only an upper bound.
 ADAPT_STEPS = 400
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
