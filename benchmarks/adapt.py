@@ -19,6 +19,8 @@ have no STED); it measures how much of the gap the self-supervised loss leaves.
 
 from __future__ import annotations
 
+import json
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -31,30 +33,44 @@ import torch.nn.functional as F
 from benchmarks.cli import parse_script
 
 
+def _median(values: list[float]) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def _quality(out: np.ndarray, p: Any, px: float) -> dict[str, float]:
+    """One output against the truth: SSIM, the detail-band error and the structure it shows
+    where the truth has none (background grain; metrics.background_grain)."""
+    from tcan_live.train.metrics import background_grain, detail_band_error, fidelity
+
+    return {"ssim": fidelity(out, p.sted)["ssim"],
+            "dbe": detail_band_error(out, p.sted, p.confocal, px),
+            "bg": background_grain(out, p.sted, px)}
+
+
 def _scores(enh: Any, pairs: list[Any], px: float, fwhm: float) -> dict[str, float]:
     from tcan_live.sr.uncertainty import frame_score
-    from tcan_live.train.metrics import detail_band_error, fidelity
 
-    ssim, dbe, unc = [], [], []
+    per: dict[str, list[float]] = {}
     for p in pairs:
         out = enh.enhance(p.confocal, px).image
-        ssim.append(fidelity(out, p.sted)["ssim"])
-        dbe.append(detail_band_error(out, p.sted, p.confocal, px))
+        for k, v in _quality(out, p, px).items():
+            per.setdefault(k, []).append(v)
         # the spread, which both models have (an adapted model has no error head): like
         # is compared with like
-        unc.append(frame_score(enh.spread(p.confocal, px), out))
-    return {"ssim": float(np.median(ssim)), "dbe": float(np.median(dbe)),
-            "uncertainty": float(np.median(unc))}
+        per.setdefault("uncertainty", []).append(frame_score(enh.spread(p.confocal, px), out))
+    return {k: _median(v) for k, v in per.items()}
 
 
 def _rl(pairs: list[Any], px: float, fwhm: float) -> dict[str, float]:
-    from tcan_live.train.metrics import detail_band_error, fidelity, richardson_lucy
+    from tcan_live.train.metrics import richardson_lucy
 
-    outs = [richardson_lucy(p.confocal, fwhm, px) for p in pairs]
-    return {"ssim": float(np.median([fidelity(o, p.sted)["ssim"]
-                                     for o, p in zip(outs, pairs, strict=True)])),
-            "dbe": float(np.median([detail_band_error(o, p.sted, p.confocal, px)
-                                    for o, p in zip(outs, pairs, strict=True)]))}
+    per: dict[str, list[float]] = {}
+    for p in pairs:
+        for k, v in _quality(richardson_lucy(p.confocal, fwhm, px), p, px).items():
+            per.setdefault(k, []).append(v)
+    return {k: _median(v) for k, v in per.items()}
 
 
 def figure(pair: Any, px: float, fwhm: float, before: Any, after: Any, title: str,
@@ -137,7 +153,8 @@ def _use_truth(adapter: Any, pairs: list[Any], px: float) -> None:
 
 def run_case(family: str, photons: float, frames: int, test: int, size: int,
              budgets: list[float], seed: int, model: str, settings: dict[str, Any],
-             figures: Path | None = None, ceiling: bool = False) -> list[dict[str, Any]]:
+             figures: Path | None = None, ceiling: bool = False,
+             at_steps: list[int] | None = None, device: str = "cpu") -> list[dict[str, Any]]:
     """``settings``: AdaptConfig fields (prior_weight, lr, prior_band, steps, views)."""
     from tcan_live.sim import domain
 
@@ -151,7 +168,7 @@ def run_case(family: str, photons: float, frames: int, test: int, size: int,
     rows = adapt_and_score(family, pairs[:frames], pairs[frames:], domain.MODEL_PX_NM / 1000,
                            fwhm, budgets, seed, model, settings, figures,
                            f"{family}, {photons:g} photons", f"{family}_{photons:g}ph_{frames}f",
-                           ceiling)
+                           ceiling, at_steps, device)
     true_gain = acq.detector.gain * acq.detector.excess
     return [{"family": family, "photons": photons, "acq": seed, **r,
              "gain est/true": r.pop("gain") / true_gain} for r in rows]
@@ -159,18 +176,23 @@ def run_case(family: str, photons: float, frames: int, test: int, size: int,
 
 def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float, fwhm: float,
                     budgets: list[float], seed: int, model: str, settings: dict[str, Any],
-                    figures: Path | None, title: str, stem: str, ceiling: bool = False
+                    figures: Path | None, title: str, stem: str, ceiling: bool = False,
+                    at_steps: list[int] | None = None, device: str = "cpu"
                     ) -> list[dict[str, Any]]:
     """Score the initial model, adapt on ``adapt_on`` (confocal only; with ``ceiling``
     supervised by their truth instead) for the largest budget, score the adapted model as it
-    was at each budget (one row each); items have ``confocal`` and ``sted`` (truth) on the
-    model grid."""
+    was at each budget (one row each; with ``at_steps``, as it was after each of those step
+    counts instead, the largest the step limit, the largest budget only a time bound); items
+    have ``confocal`` and ``sted`` (truth) on the model grid."""
     from tcan_live.sr.card import resolve_model
     from tcan_live.sr.enhancer import Enhancer
     from tcan_live.train.adapt import AdaptConfig, Adapter, Inputs
 
     init = resolve_model(model)
-    before = Enhancer(model=str(init), device="cpu")
+    # off the CPU: fp32 as on the CPU (not the GPU's bf16 default), and no CUDA graphs (the
+    # adapted model's weights are swapped in for each mark)
+    opts: dict[str, Any] = {} if device == "cpu" else {"precision": "fp32", "cuda_graphs": False}
+    before = Enhancer(model=str(init), device=device, **opts)
     sets = [("own", adapt_on), *([("unseen", unseen)] if unseen else [])]
     row: dict[str, Any] = {"frames": len(adapt_on)}
     for key, sel in sets:
@@ -178,37 +200,48 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
         rl = _rl(sel, px, fwhm)
         row.update({f"{key} ssim before": b["ssim"], f"{key} ssim RL": rl["ssim"],
                     f"{key} dbe before": b["dbe"], f"{key} dbe RL": rl["dbe"],
+                    f"{key} bg before": b["bg"], f"{key} bg RL": rl["bg"],
                     f"{key} unc before": b["uncertainty"]})
     inputs = Inputs([p.confocal for p in adapt_on], px,
                     [f"{name}-{k}" for k in range(len(adapt_on))])
     # the user knows their confocal PSF (objective, wavelength, pinhole): here the true one
     budgets = sorted(budgets)
+    if at_steps:
+        at_steps = sorted(at_steps)
+        settings = {**settings, "steps": at_steps[-1]}
     adapter = Adapter(init, inputs, AdaptConfig(budget_min=budgets[-1], seed=seed,
-                                                confocal_fwhm_nm=fwhm, **settings))
+                                                confocal_fwhm_nm=fwhm, **settings),
+                      device=device)
     if ceiling:
         _use_truth(adapter, adapt_on, px)
         stem, title = f"ceiling_{stem}", f"{title}, supervised by the truth (ceiling)"
-    # the model as it was when each smaller budget ran out (one run serves every budget)
+    # the model as it was when each smaller budget ran out, or after each smaller step count
+    # (one run serves every mark)
+    marks: list[float] = [float(n) for n in at_steps] if at_steps else budgets
     snapshots: dict[float, tuple[int, float, dict[str, torch.Tensor]]] = {}
 
     def snapshot(step: int, elapsed: float, _budget: float) -> None:
-        for minutes in budgets[:-1]:
-            if minutes not in snapshots and elapsed >= minutes * 60:
-                snapshots[minutes] = (step, elapsed, {k: v.detach().clone()
-                                       for k, v in adapter.gen.state_dict().items()})
+        for mark in marks[:-1]:
+            if mark not in snapshots and (step >= mark if at_steps else elapsed >= mark * 60):
+                snapshots[mark] = (step, elapsed, {k: v.detach().clone()
+                                   for k, v in adapter.gen.state_dict().items()})
 
     result = adapter.run(progress=snapshot)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         adapter.save(Path(tmp) / "m", "adapted", init.name, result)
-        after = Enhancer(model=str(Path(tmp) / "m"), device="cpu")
+        after = Enhancer(model=str(Path(tmp) / "m"), device=device, **opts)
         final = {k: v.detach().clone() for k, v in adapter.gen.state_dict().items()}
-        for minutes in budgets:
-            steps, used, state = snapshots.get(minutes, (result.steps, result.seconds, final))
+        for mark in marks:
+            if at_steps and mark != marks[-1] and mark not in snapshots:
+                continue  # the time budget ran out first; the last row has what was reached
+            steps, used, state = snapshots.get(mark, (result.steps, result.seconds, final))
             after.generator.load_state_dict(state)
             adapter.gen.load_state_dict(state)
             chk = adapter.check()  # the truth-free held-out check (what watch --adapt obeys)
-            r = {**row, "budget_min": minutes, "steps": steps, "min used": used / 60,
+            r = {**row, "budget_min": budgets[-1] if at_steps else mark,
+                 **({"at_steps": int(mark)} if at_steps else {}),
+                 "steps": steps, "min used": used / 60,
                  "gain": result.photon_transfer.gain,
                  "check": f"{'pass' if chk.accepted else 'fail'} "
                           f"{100 * (chk.after / chk.before - 1):+.2f}% "
@@ -217,7 +250,7 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
             for key, sel in sets:
                 a = _scores(after, sel, px, fwhm)
                 r.update({f"{key} ssim after": a["ssim"], f"{key} dbe after": a["dbe"],
-                          f"{key} unc after": a["uncertainty"]})
+                          f"{key} bg after": a["bg"], f"{key} unc after": a["uncertainty"]})
             rows.append(r)
         if figures is not None:  # the largest budget's model is the one loaded last
             figures.mkdir(parents=True, exist_ok=True)
@@ -232,7 +265,8 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
 
 
 def run_real(folder: Path, budgets: list[float], seed: int, model: str,
-             settings: dict[str, Any], figures: Path | None) -> list[dict[str, Any]]:
+             settings: dict[str, Any], figures: Path | None,
+             at_steps: list[int] | None = None, device: str = "cpu") -> list[dict[str, Any]]:
     """The shared real confocal/STED pairs: adapt on all their confocal images together (the
     STED images unused), score each against its STED image."""
     from benchmarks.honesty import real_cases
@@ -241,22 +275,29 @@ def run_real(folder: Path, budgets: list[float], seed: int, model: str,
     if not cases:
         raise SystemExit(f"no real pairs in {folder}")
     rows = adapt_and_score("real", cases, [], cases[0].px, cases[0].conf_fwhm_nm, budgets,
-                           seed, model, settings, figures, "real pairs", "real")
+                           seed, model, settings, figures, "real pairs", "real",
+                           at_steps=at_steps, device=device)
     return [{"family": "real (5 pairs)", "photons": "-",
              **{k: v for k, v in r.items() if k != "gain"}} for r in rows]
 
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (family, photons, frames, budget): the SSIM gains over the acquisitions."""
+    """Per (family, photons, frames, budget or step mark): the SSIM gains over the
+    acquisitions."""
     cases: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         if "acq" in r:
-            cases.setdefault((r["family"], r["photons"], r["frames"], r["budget_min"]),
-                             []).append(r)
+            cases.setdefault((r["family"], r["photons"], r["frames"], r["budget_min"],
+                              r.get("at_steps")), []).append(r)
     out = []
-    for (fam, ph, frames, budget), rs in cases.items():
+    for (fam, ph, frames, budget, at), rs in cases.items():
+        # the steps run (a mark the time bound cut short shows the steps reached)
+        done = sorted({int(r["steps"]) for r in rs})
         line: dict[str, Any] = {"family": fam, "photons": ph, "frames": frames,
-                                "budget_min": budget, "acquisitions": len(rs)}
+                                "budget_min": budget,
+                                **({"steps": f"{done[0]}" + (f"-{done[-1]}" if len(done) > 1
+                                                             else "")} if at else {}),
+                                "acquisitions": len(rs)}
         for key in ("own", "unseen"):
             if f"{key} ssim after" not in rs[0]:
                 continue
@@ -268,6 +309,9 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"{sum(r[f'{key} ssim after'] > r[f'{key} ssim RL'] for r in rs)}/{len(rs)}")
             line[f"{key} dbe not worse"] = (
                 f"{sum(r[f'{key} dbe after'] <= r[f'{key} dbe before'] for r in rs)}/{len(rs)}")
+            if f"{key} bg after" in rs[0]:  # tables from before session 18 have no grain
+                line[f"{key} bg after/before median"] = _median(
+                    [r[f"{key} bg after"] / r[f"{key} bg before"] for r in rs])
             # what watch --adapt delivers: the adapted model only where the check passed
             kept = [g if str(r.get("check", "pass")).startswith("pass") else 0.0
                     for g, r in zip(gain, rs, strict=True)]
@@ -279,23 +323,31 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from benchmarks.report import emit, machine, table
+def _record(path: Path | None, row: dict[str, Any]) -> None:
+    """Print one result row and append it (JSON, one line) to ``--rows``: a long run's rows
+    survive it being stopped, and ``--from-rows`` makes the tables from them."""
+    print(row, flush=True)
+    if path is not None:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
-    args = parse_script("adapt", argv, __doc__)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = []
+
+def run(args: Any, rows_file: Path | None) -> list[dict[str, Any]]:
+    """Every case of the command line, one row per case, acquisition and budget (or step
+    mark)."""
+    rows: list[dict[str, Any]] = []
     # unset: the AdaptConfig defaults (what `tcan-live adapt` uses)
     settings = {k: v for k, v in (("prior_weight", args.prior), ("lr", args.lr),
                                   ("prior_band", args.prior_band), ("steps", args.steps),
                                   ("views", args.views), ("prior_input", args.prior_input))
                 if v is not None}
     budgets = [float(b) for b in args.budget_min.split(",")]
+    at_steps = [int(n) for n in args.at_steps.split(",")] if args.at_steps else None
     if args.real:
         for row in run_real(Path(args.real), budgets, args.seed, args.model, settings,
-                            Path(args.figures) if args.figures else None):
-            print(row, flush=True)
+                            Path(args.figures) if args.figures else None, at_steps,
+                            args.device):
+            _record(rows_file, row)
             rows.append(row)
     for fam in (args.families.split(",") if args.families else []):
         for ph in (float(p) for p in args.photons.split(",")):
@@ -305,26 +357,40 @@ def main(argv: list[str] | None = None) -> int:
                     figs = Path(args.figures) if args.figures and k == 0 else None
                     for row in run_case(fam, ph, frames, args.test, args.size, budgets,
                                         args.seed + k, args.model, settings, figs,
-                                        args.ceiling):
-                        print(row, flush=True)
+                                        args.ceiling, at_steps, args.device):
+                        _record(rows_file, row)
                         rows.append(row)
+    return rows
+
+
+_OPTIONS = (("prior", "prior"), ("lr", "lr"), ("prior-band", "prior_band"), ("steps", "steps"),
+            ("views", "views"), ("prior-input", "prior_input"), ("at-steps", "at_steps"),
+            ("device", "device"))
+
+
+def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]:
+    """The docs section's name and body: the command, where it ran, the rows, the summary."""
+    from benchmarks.report import table
+
     keys = ["family", "photons", "acq", "frames", "budget_min", "min used", "steps",
             "own ssim before",
             "own ssim after", "own ssim RL", "own dbe before", "own dbe after", "own dbe RL",
             "unseen ssim before", "unseen ssim after", "unseen ssim RL", "unseen dbe before",
-            "unseen dbe after", "own unc before", "own unc after", "gain est/true", "check"]
+            "unseen dbe after", "own unc before", "own unc after", "unseen bg before",
+            "unseen bg after", "unseen bg RL", "gain est/true", "check"]
+    if not any("unseen bg before" in r for r in rows):
+        keys = [k for k in keys if " bg " not in k]
+    default = {"device": "cpu"}
     body = "\n".join([
-        f"`python -m benchmarks.adapt --families {args.families} --photons {args.photons} "
+        f"`python -m benchmarks.adapt --families {args.families or chr(34) * 2} "
+        f"--photons {args.photons} "
         f"--frames {args.frames} --budget-min {args.budget_min} --test {args.test} "
         f"--size {args.size} --seed {args.seed}"
-        + "".join(f" --{k} {v}" for k, v in (("prior", args.prior), ("lr", args.lr),
-                                              ("prior-band", args.prior_band),
-                                              ("steps", args.steps), ("views", args.views),
-                                              ("prior-input", args.prior_input))
-                  if v is not None)
+        + "".join(f" --{k} {getattr(args, a)}" for k, a in _OPTIONS
+                  if getattr(args, a) is not None and getattr(args, a) != default.get(a))
         + (f" --acquisitions {args.acquisitions}" if args.acquisitions > 1 else "")
         + (f" --real {args.real}" if args.real else "")
-        + (" --ceiling" if args.ceiling else "") + f"` on {machine()}, model "
+        + (" --ceiling" if args.ceiling else "") + f"` on {where}, model "
         f"{args.model}. "
         + ("**'after' is the ceiling: the same recipe supervised by the STED truth, not "
            "self-supervised.** " if args.ceiling else "") +
@@ -332,12 +398,18 @@ def main(argv: list[str] | None = None) -> int:
         "check); 'unseen': other fields of the same acquisition; "
         "medians; SSIM after the affine fit; dbe = detail-band error (below 1: added detail "
         "more right than wrong); unc = the frame score of the spread over noise redraws (both "
-        "models have it; an adapted model has no error head).", "",
+        "models have it; an adapted model has no error head)"
+        + ("; bg = background grain, the output's standard deviation where the truth has no "
+           "structure, in units of the truth's range (metrics.background_grain; structure "
+           "painted into empty space raises it)" if "unseen bg before" in keys else "")
+        + ".", "",
         table([{k: r.get(k, "-") for k in keys} for r in rows]),
         *(["", "Per case over its acquisitions: the SSIM gain (after - before; median, "
            "smallest, and how many acquisitions gained at least 0.03), how many beat "
-           "Richardson-Lucy, how many kept the detail-band error from getting worse, how many "
-           "passed the held-out check ('check': pass/fail, the change of the held-out "
+           "Richardson-Lucy, how many kept the detail-band error from getting worse, "
+           + ("the median ratio of the background grain after to before, " if any(
+               "unseen bg before" in r for r in rows) else "") +
+           "how many passed the held-out check ('check': pass/fail, the change of the held-out "
            "consistency loss, that change in standard errors and the number of tiles; it "
            "passes beyond Student's t at 97.5%), and the gain with the check (0 where it "
            "failed: watch --adapt keeps the initial model there).",
@@ -349,15 +421,69 @@ def main(argv: list[str] | None = None) -> int:
                + {None: "", "all": "fullprior-", "high": "bandprior-"}[args.prior_band]
                + (f"{args.views}-" if args.views else "")
                + (f"{args.prior_input}prior-" if args.prior_input else "")
-               + args.budget_min.replace(",", "-")
-               + "min" + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f")
+               + (f"lr{args.lr:g}-" if args.lr is not None and args.at_steps else "")
+               + (f"{args.at_steps.replace(',', '-')}steps" if args.at_steps
+                  else args.budget_min.replace(",", "-") + "min")
+               + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f")
                # photon levels without 10 (the default's first) are named, so that a 30-photon
                # table does not overwrite the 10-photon one of the same shape
                + ("" if args.real or "10" in args.photons.split(",")
                   else "-" + args.photons.replace(",", "-") + "ph")
+               # a family other than the default's first is named (step-mark tables only;
+               # the older tables keep their names)
+               + (f"-{args.families.replace(',', '-')}" if args.at_steps and args.families
+                  and not args.families.startswith("asters") else "")
                # the series' tables start at seed 4203; a run on other acquisitions is named
                # so that it does not overwrite them
                + ("" if args.real or args.seed == 4203 else f"-seed{args.seed}"))
+    return section, body
+
+
+def merge_rows(files: list[Path]) -> tuple[Any, list[dict[str, Any]], str]:
+    """The command line, rows and machine of ``--rows`` files. Several files must be one run's
+    acquisitions split over processes (the same command but ``--seed`` and
+    ``--acquisitions``, together a run of consecutive seeds): an acquisition's rows depend on
+    its seed alone, so they are the rows of that one command."""
+    heads, rows = [], []
+    for f in files:
+        lines = f.read_text(encoding="utf-8").splitlines()
+        heads.append(json.loads(lines[0]))
+        rows += [json.loads(x) for x in lines[1:] if x.strip()]
+    runs = [parse_script("adapt", h["argv"], __doc__) for h in heads]
+    ran = runs[0]
+    if len(runs) > 1:
+        same = {k: v for k, v in vars(ran).items() if k not in ("seed", "acquisitions", "rows")}
+        seeds: list[int] = []
+        for r in runs:
+            if {k: v for k, v in vars(r).items() if k in same} != same:
+                raise SystemExit("--from-rows: the files are not one command's acquisitions")
+            seeds += range(r.seed, r.seed + r.acquisitions)
+        if sorted(seeds) != list(range(min(seeds), min(seeds) + len(seeds))):
+            raise SystemExit(f"--from-rows: the seeds {sorted(seeds)} are not consecutive")
+        ran.seed, ran.acquisitions = min(seeds), len(seeds)
+    where = heads[0]["machine"] + (f" (its acquisitions in {len(files)} processes side by "
+                                   "side)" if len(files) > 1 else "")
+    return ran, rows, where
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import emit, machine
+
+    args = parse_script("adapt", argv, __doc__)
+    if args.from_rows:  # the tables of an earlier run (its command line and machine kept)
+        ran, rows, where = merge_rows([Path(f) for f in args.from_rows.split(",")])
+        section, body = report(ran, rows, where)
+        emit(section, body, args.write_docs)
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    where = machine()
+    rows_file = Path(args.rows) if args.rows else None
+    if rows_file is not None:
+        rows_file.write_text(json.dumps({"argv": list(argv if argv is not None
+                                                      else sys.argv[1:]),
+                                         "machine": where}) + "\n", encoding="utf-8")
+    section, body = report(args, run(args, rows_file), where)
     emit(section, body, args.write_docs)
     return 0
 

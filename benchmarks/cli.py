@@ -127,6 +127,14 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
                    "case (seeds SEED, SEED+1, ...): one acquisition's gain is not a result")
     p.add_argument("--ceiling", action="store_true", help="supervise by the STED truth "
                    "instead (what the frames could give; not a user's option)")
+    p.add_argument("--at-steps", default=None, help="score the model after these step counts "
+                   "(comma list; the largest is the step limit, --budget-min only a time "
+                   "bound) instead of at each budget")
+    p.add_argument("--device", default="cpu", help="where to adapt and enhance (cpu, cuda)")
+    p.add_argument("--rows", default=None, help="also append each result row to this file "
+                   "(JSON lines, the command line first)")
+    p.add_argument("--from-rows", default=None, help="make the tables from such a file instead "
+                   "of running (with --write-docs: into docs/benchmarks.md)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--write-docs", action="store_true")
     return p

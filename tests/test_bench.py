@@ -206,6 +206,47 @@ def test_adapt_bench_scores_before_and_after_against_the_truth(tiny_model: Path,
     assert (tmp_path / "adapt_asters_20ph_2f.png").is_file()
 
 
+def test_adapt_bench_step_marks_and_rows_split_over_processes(tiny_model: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    """--at-steps scores one run after each step count; --rows keeps every row; acquisitions
+    run in separate processes (tools/gpu_adapt.sh) merge into the table of one run."""
+    from benchmarks import adapt
+
+    common = ["--model", str(tiny_model), "--families", "asters", "--photons", "20",
+              "--frames", "2", "--test", "1", "--size", "64", "--budget-min", "5",
+              "--at-steps", "3,6"]
+    assert adapt.main([*common, "--acquisitions", "2", "--rows", str(tmp_path / "one.jsonl")]) == 0
+    whole = capsys.readouterr().out
+    for k in range(2):
+        assert adapt.main([*common, "--seed", str(4200 + k),
+                           "--rows", str(tmp_path / f"part{k}.jsonl")]) == 0
+    capsys.readouterr()
+    ran, rows, where = adapt.merge_rows([tmp_path / "part0.jsonl", tmp_path / "part1.jsonl"])
+    _, one, _ = adapt.merge_rows([tmp_path / "one.jsonl"])
+    assert (ran.seed, ran.acquisitions) == (4200, 2) and "2 processes" in where
+    assert [r["steps"] for r in one] == [3, 6, 3, 6]  # each acquisition scored at both marks
+    assert [r["acq"] for r in one] == [4200, 4200, 4201, 4201]
+    drop = lambda rs: [{k: v for k, v in r.items() if k != "min used"} for r in rs]  # noqa: E731
+    assert drop(rows) == drop(one)  # an acquisition's rows depend on its seed alone
+    for r in one:
+        assert r["unseen bg before"] >= 0.0 and r["unseen bg RL"] >= 0.0
+    # the tables made from the rows are the run's own (its command line, its summary)
+    assert adapt.main(["--from-rows", f"{tmp_path / 'part0.jsonl'},{tmp_path / 'part1.jsonl'}"]
+                      ) == 0
+    merged = capsys.readouterr().out
+    summary = [line for line in merged.splitlines() if line.startswith("| asters | 20 | 2 | 5 |")]
+    assert [line.split("|")[5].strip() for line in summary] == ["3", "6"]
+    assert summary == [line for line in whole.splitlines()
+                       if line.startswith("| asters | 20 | 2 | 5 |")]
+    assert "--seed 4200 --at-steps 3,6 --acquisitions 2`" in merged
+    # rows of two different commands are refused
+    assert adapt.main([*common, "--seed", "4202", "--lr", "0.001",
+                       "--rows", str(tmp_path / "other.jsonl")]) == 0
+    with pytest.raises(SystemExit, match="not one command"):
+        adapt.merge_rows([tmp_path / "part0.jsonl", tmp_path / "other.jsonl"])
+
+
 def test_restore_bench_compares_with_and_without_on_every_family(tiny_model: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks import restore

@@ -10,6 +10,7 @@ from tcan_live.sim.simulate import Camera, Optics, Scene, detect, expected_image
 from tcan_live.sr.trust import trust_check
 from tcan_live.train.decorrelation import decorrelation_cutoff, decorrelation_resolution_nm
 from tcan_live.train.metrics import (
+    background_grain,
     bead_fwhm_nm,
     fidelity,
     isolated_spots,
@@ -87,6 +88,27 @@ def test_decorrelation_ranks_known_psfs(rng: np.random.Generator) -> None:
            for f in (100, 160, 230)]
     assert res[0] < res[1] < res[2]
     assert res[2] == pytest.approx(250, rel=0.15)  # ~230 nm confocal (paper: 267 +- 12 nm)
+
+
+def test_background_grain_sees_texture_painted_into_empty_space(
+        rng: np.random.Generator) -> None:
+    # a truth with structure in its middle and nothing around it (50 nm pixels)
+    truth = np.zeros((160, 160))
+    truth[60:100, 60:100] = ndimage.gaussian_filter(rng.random((40, 40)), 1.0) + 0.5
+    truth = ndimage.gaussian_filter(truth, 1.0)
+    assert background_grain(truth, truth, 0.05) == pytest.approx(0.0, abs=1e-3)
+    # a global intensity change is not grain (the affine fit takes it)
+    assert background_grain(3.0 * truth + 7.0, truth, 0.05) == pytest.approx(0.0, abs=1e-3)
+    # the same structure with beads painted where the truth is empty scores higher, more
+    # beads higher still
+    painted = [truth.copy() for _ in range(2)]
+    for n, img in zip((20, 80), painted, strict=True):
+        ys, xs = rng.integers(0, 40, n), rng.integers(0, 160, n)  # top strip, far from it
+        img[ys, xs] += 0.5
+    grains = [background_grain(ndimage.gaussian_filter(p, 0.8), truth, 0.05) for p in painted]
+    assert 0.002 < grains[0] < grains[1]
+    # a truth that is structure everywhere has no background to judge
+    assert np.isnan(background_grain(truth, rng.random((160, 160)) + 1.0, 0.05))
 
 
 def test_richardson_lucy_sharpens_beads(rng: np.random.Generator) -> None:

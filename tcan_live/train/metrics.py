@@ -237,6 +237,18 @@ def background_mask(target: np.ndarray, pixel_size_um: float) -> np.ndarray:
     return ~ndimage.binary_dilation(struct, iterations=grow)
 
 
+def background_grain(pred: np.ndarray, target: np.ndarray, pixel_size_um: float) -> float:
+    """Structure where the truth has none: the standard deviation of ``pred`` (after the
+    affine fit to the target) over :func:`background_mask`, in units of the target's range
+    (0.1-99.9th percentile). Painted texture and grain raise it; a flat background scores the
+    truth's own (its noise-free background: about 0). NaN when under 1% of the pixels are
+    background."""
+    bg = background_mask(target, pixel_size_um)
+    if bg.sum() < max(0.01 * bg.size, 20):
+        return float("nan")
+    return float(np.std(_fitted(pred, _norm(target))[bg]))
+
+
 # ---------------------------------------------------------------------------------------------
 # classical baseline
 
