@@ -186,7 +186,7 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
     have ``confocal`` and ``sted`` (truth) on the model grid."""
     from tcan_live.sr.card import resolve_model
     from tcan_live.sr.enhancer import Enhancer
-    from tcan_live.train.adapt import AdaptConfig, Adapter, Inputs
+    from tcan_live.train.adapt import AdaptConfig, Adapter, Inputs, adapt_model
 
     init = resolve_model(model)
     # off the CPU: fp32 as on the CPU (not the GPU's bf16 default), and no CUDA graphs (the
@@ -209,9 +209,16 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
     if at_steps:
         at_steps = sorted(at_steps)
         settings = {**settings, "steps": at_steps[-1]}
-    adapter = Adapter(init, inputs, AdaptConfig(budget_min=budgets[-1], seed=seed,
-                                                confocal_fwhm_nm=fwhm, **settings),
-                      device=device)
+    cfg = AdaptConfig(budget_min=budgets[-1], seed=seed, confocal_fwhm_nm=fwhm, **settings)
+    if cfg.relaxed_prior_weight not in (None, cfg.prior_weight):
+        # the two runs of tcan-live adapt (adapt_model), the kept model scored once
+        if ceiling or at_steps or len(budgets) > 1:
+            raise SystemExit("a second run with a relaxed prior (--relaxed-prior) is scored at "
+                             "one budget, without --at-steps or --ceiling")
+        adapter, result = adapt_model(init, inputs, cfg, device=device)
+        return _score_adapted(adapter, result, row, sets, budgets, [], {}, px, fwhm, before,
+                              init.name, device, opts, figures, title, stem, adapt_on, unseen)
+    adapter = Adapter(init, inputs, cfg, device=device)
     if ceiling:
         _use_truth(adapter, adapt_on, px)
         stem, title = f"ceiling_{stem}", f"{title}, supervised by the truth (ceiling)"
@@ -227,9 +234,36 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
                                    for k, v in adapter.gen.state_dict().items()})
 
     result = adapter.run(progress=snapshot)
+    return _score_adapted(adapter, result, row, sets, budgets, [float(n) for n in at_steps]
+                          if at_steps else [], snapshots, px, fwhm, before, init.name, device,
+                          opts, figures, title, stem, adapt_on, unseen)
+
+
+def _kept(record: dict[str, Any]) -> str:
+    """Which run of adapt_model was kept, and the ratio of the two runs' held-out gains."""
+    if "relaxed" not in record:
+        return f"first ({record['why']})"
+    gain = {k: record[k]["check"]["before"] - record[k]["check"]["after"]
+            for k in ("first", "relaxed")}
+    weight = record["first"]["prior_weight"] if record["kept"] == "first" else \
+        record["prior_weight"]
+    return (f"{record['kept']} (prior {weight:g}; gain ratio "
+            f"{gain['relaxed'] / gain['first'] if gain['first'] > 0 else float('inf'):.2f})")
+
+
+def _score_adapted(adapter: Any, result: Any, row: dict[str, Any], sets: list[Any],
+                   budgets: list[float], at_steps: list[float],
+                   snapshots: dict[float, tuple[int, float, dict[str, torch.Tensor]]],
+                   px: float, fwhm: float, before: Any, init_name: str, device: str,
+                   opts: dict[str, Any], figures: Path | None, title: str, stem: str,
+                   adapt_on: list[Any], unseen: list[Any]) -> list[dict[str, Any]]:
+    """One row per budget (or step mark): the adapted model as it was then, scored."""
+    from tcan_live.sr.enhancer import Enhancer
+
+    marks: list[float] = at_steps or budgets
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        adapter.save(Path(tmp) / "m", "adapted", init.name, result)
+        adapter.save(Path(tmp) / "m", "adapted", init_name, result)
         after = Enhancer(model=str(Path(tmp) / "m"), device=device, **opts)
         final = {k: v.detach().clone() for k, v in adapter.gen.state_dict().items()}
         for mark in marks:
@@ -242,6 +276,9 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
             r = {**row, "budget_min": budgets[-1] if at_steps else mark,
                  **({"at_steps": int(mark)} if at_steps else {}),
                  "steps": steps, "min used": used / 60,
+                 **({"kept": _kept(result.relaxation), "min used":
+                     result.relaxation.get("seconds", result.seconds) / 60}
+                    if result.relaxation else {}),
                  "gain": result.photon_transfer.gain,
                  "check": f"{'pass' if chk.accepted else 'fail'} "
                           f"{100 * (chk.after / chk.before - 1):+.2f}% "
@@ -339,10 +376,14 @@ def run(args: Any, rows_file: Path | None) -> list[dict[str, Any]]:
     # unset: the AdaptConfig defaults (what `tcan-live adapt` uses)
     settings = {k: v for k, v in (("prior_weight", args.prior), ("lr", args.lr),
                                   ("prior_band", args.prior_band), ("steps", args.steps),
-                                  ("views", args.views), ("prior_input", args.prior_input))
+                                  ("views", args.views), ("prior_input", args.prior_input),
+                                  ("relaxed_prior_weight", args.relaxed_prior))
                 if v is not None}
     budgets = [float(b) for b in args.budget_min.split(",")]
     at_steps = [int(n) for n in args.at_steps.split(",")] if args.at_steps else None
+    if args.relaxed_prior is None and (at_steps or len(budgets) > 1):
+        # a model scored along the way is one run's: adapt's second run only on request
+        settings["relaxed_prior_weight"] = None
     if args.real:
         for row in run_real(Path(args.real), budgets, args.seed, args.model, settings,
                             Path(args.figures) if args.figures else None, at_steps,
@@ -364,7 +405,8 @@ def run(args: Any, rows_file: Path | None) -> list[dict[str, Any]]:
 
 
 _OPTIONS = (("prior", "prior"), ("lr", "lr"), ("prior-band", "prior_band"), ("steps", "steps"),
-            ("views", "views"), ("prior-input", "prior_input"), ("at-steps", "at_steps"),
+            ("views", "views"), ("prior-input", "prior_input"),
+            ("relaxed-prior", "relaxed_prior"), ("at-steps", "at_steps"),
             ("device", "device"))
 
 
@@ -377,9 +419,11 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
             "own ssim after", "own ssim RL", "own dbe before", "own dbe after", "own dbe RL",
             "unseen ssim before", "unseen ssim after", "unseen ssim RL", "unseen dbe before",
             "unseen dbe after", "own unc before", "own unc after", "unseen bg before",
-            "unseen bg after", "unseen bg RL", "gain est/true", "check"]
+            "unseen bg after", "unseen bg RL", "gain est/true", "kept", "check"]
     if not any("unseen bg before" in r for r in rows):
         keys = [k for k in keys if " bg " not in k]
+    if not any("kept" in r for r in rows):
+        keys.remove("kept")
     default = {"device": "cpu"}
     body = "\n".join([
         f"`python -m benchmarks.adapt --families {args.families or chr(34) * 2} "
@@ -421,7 +465,9 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
                + {None: "", "all": "fullprior-", "high": "bandprior-"}[args.prior_band]
                + (f"{args.views}-" if args.views else "")
                + (f"{args.prior_input}prior-" if args.prior_input else "")
+               + (f"relaxed{args.relaxed_prior:g}-" if args.relaxed_prior is not None else "")
                + (f"lr{args.lr:g}-" if args.lr is not None and args.at_steps else "")
+               + (f"prior{args.prior:g}-" if args.prior is not None and args.at_steps else "")
                + (f"{args.at_steps.replace(',', '-')}steps" if args.at_steps
                   else args.budget_min.replace(",", "-") + "min")
                + ("" if args.frames == "8" else "-" + args.frames.replace(",", "-") + "f")

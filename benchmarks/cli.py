@@ -127,6 +127,8 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
                    "case (seeds SEED, SEED+1, ...): one acquisition's gain is not a result")
     p.add_argument("--ceiling", action="store_true", help="supervise by the STED truth "
                    "instead (what the frames could give; not a user's option)")
+    p.add_argument("--relaxed-prior", type=float, default=None, help="prior weight of "
+                   "adapt's second run (default: adapt's; the --prior value: one run)")
     p.add_argument("--at-steps", default=None, help="score the model after these step counts "
                    "(comma list; the largest is the step limit, --budget-min only a time "
                    "bound) instead of at each budget")

@@ -17,12 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tcan_live.errors import ConfigError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"  # where the daemon publishes (loopback only)
-# Adaptation stops after this many steps (whatever time is left in its budget): with the
-# whole-frame prior about 1000 steps gained more on three acquisitions of one family but made the
-# output follow the noise more (measured nowhere else yet), and a longer run with recorrupted
-# views drifted (held-out families, docs/training.md "Adapting to your sample"); the budget in
+# Each adaptation run stops after this many steps (whatever time is left in its budget): on 24
+# acquisitions of two held-out families (a GPU, session 18) 700-930 steps gained more than 400
+# only on one family at 10 photons and made the output follow the noise more, and a longer run
+# with recorrupted views drifted (docs/training.md "Adapting to your sample"); the budget in
 # minutes is only an upper bound.
 ADAPT_STEPS = 400
+# The prior weight of adaptation's second run (None: one run only). Both runs start from the
+# initial model with half the budget each; the second is kept only where the held-out frames
+# show the initial model wrong at confocal resolution (train/adapt.py prefer_relaxed): on
+# frames it fits, a weaker prior cost up to 0.04 SSIM; where it misfits (a wider PSF than it
+# expects, the real pairs) the weaker prior gained up to 0.14 (docs/training.md, session 18)
+ADAPT_RELAXED_PRIOR: float | None = 0.1
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 Format = Literal["ome-tiff", "ome-zarr"]
@@ -168,6 +174,7 @@ class AdaptOptions(_Options):
     channel: int = Field(0, ge=0)
     pixel_size_um: float | None = Field(None, gt=0)
     prior_weight: float = Field(1.0, ge=0)
+    relaxed_prior_weight: float | None = Field(ADAPT_RELAXED_PRIOR, ge=0)
     confocal_fwhm_nm: float | None = Field(None, gt=0)
     device: str = "auto"
     seed: int = 0

@@ -237,13 +237,13 @@ class AdaptSink:
 
     def _adapt(self) -> None:
         from tcan_live.errors import TcanError
-        from tcan_live.train.adapt import AdaptConfig, Adapter, Inputs
+        from tcan_live.train.adapt import AdaptConfig, Inputs, adapt_model
 
         try:
             inputs = Inputs(self.frames, float(self.px or 0.0), self.names)
-            adapter = Adapter(self.init, inputs, AdaptConfig(
-                budget_min=self.budget_min, steps=self.steps), device=self.device)
-            result = adapter.run(self.out / "adapt")
+            adapter, result = adapt_model(
+                self.init, inputs, AdaptConfig(budget_min=self.budget_min, steps=self.steps),
+                device=self.device, ckpt=self.out / "adapt")
             adapter.save(self.out, self.model_id, self.init.name, result)
             verdict = result.check.record() if result.check else None
             if self.check and result.check is not None and not result.check.accepted:
@@ -253,7 +253,8 @@ class AdaptSink:
                              "check": verdict, "folder": str(self.out)})
                 self.done = True
                 return
-            self.report({"event": "adapt-finished", "steps": result.steps, "check": verdict})
+            self.report({"event": "adapt-finished", "steps": result.steps, "check": verdict,
+                         **({"relaxation": result.relaxation} if result.relaxation else {})})
             self.result = self.out
         except TcanError as err:
             log.warning("watch --adapt: adaptation refused: %s; the model stays", err)

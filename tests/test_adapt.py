@@ -4,6 +4,7 @@ of the two split views, the refusals, and the adaptation loop (checkpoint, resum
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -599,3 +600,84 @@ def test_the_teacher_sees_the_whole_crop_under_the_same_flip(tiny_model: Path) -
     with torch.no_grad():
         assert float(ad.losses(t1, t2)["prior"]) == 0.0  # the same input: the same output
         assert float(ad.losses(t1, t2, t0)["prior"]) > 0.0
+
+
+def _check(before: float, after: float, se: float = 0.001, tiles: int = 18) -> Any:
+    from tcan_live.train.adapt import HeldOutCheck
+
+    return HeldOutCheck(before, after, se, tiles, ["f2"])
+
+
+def test_the_weaker_prior_is_kept_only_on_strong_evidence() -> None:
+    """prefer_relaxed: the relaxed run must pass its check, gain at least margin times the
+    first run's held-out improvement and beat the first run's model beyond noise."""
+    from tcan_live.train.adapt import prefer_relaxed
+
+    first = _check(1.0, 0.95)  # -5%: passes
+    clear = (0.04, 0.005, 2.1)  # relaxed better than the first by 8 standard errors
+    assert prefer_relaxed(first, _check(1.0, 0.88), clear, 2.0)  # 2.4 x the gain
+    assert not prefer_relaxed(first, _check(1.0, 0.93), clear, 2.0)  # 1.4 x: the prior stays
+    assert prefer_relaxed(first, _check(1.0, 0.93), clear, 1.2)  # a laxer margin keeps it
+    assert not prefer_relaxed(first, _check(1.0, 0.88), (0.04, 0.03, 2.1), 2.0)  # noise
+    assert not prefer_relaxed(first, _check(1.0, 0.88, se=0.1), clear, 2.0)  # fails its check
+    # where the first run got worse, any passing, clearly better relaxed run is kept
+    assert prefer_relaxed(_check(1.0, 1.01), _check(1.0, 0.99), clear, 2.0)
+
+
+def test_adapt_model_runs_twice_and_records_both(tiny_model: Path, tmp_path: Path) -> None:
+    """Two runs from the initial model (the second with the relaxed prior, in what is left of
+    the budget), the kept one decided by prefer_relaxed on the same held-out views, both
+    recorded on the card; one run only without a relaxed weight."""
+    from tcan_live.sr.card import read_card
+    from tcan_live.train.adapt import adapt_model, paired_gain, prefer_relaxed
+
+    frames = _frames(np.random.default_rng(11), 40.0, n=4)
+    cfg = AdaptConfig(steps=3, patch=48, batch=2, seed=5, relaxed_prior_weight=0.0,
+                      budget_min=5.0)
+    stages: list[str] = []
+    adapter, res = adapt_model(tiny_model, Inputs(list(frames), 0.05, ["a", "b", "c", "d"]),
+                               cfg, ckpt=tmp_path / "ckpt", stage=stages.append)
+    rec = res.relaxation
+    assert rec is not None and stages == ["second run from tiny-random, prior weight 0"]
+    assert rec["first"]["prior_weight"] == 1.0 and rec["prior_weight"] == 0.0
+    assert rec["first"]["steps"] == rec["relaxed"]["steps"] == 3
+    assert adapter.cfg.prior_weight == (0.0 if rec["kept"] == "relaxed" else 1.0)
+    assert res.check is not None and res.check.record() == rec[rec["kept"]]["check"]
+    # the decision is prefer_relaxed's on the recorded figures
+    first, relaxed = (_check(rec[k]["check"]["before"], rec[k]["check"]["after"],
+                             rec[k]["check"]["se"], rec[k]["check"]["tiles"])
+                      for k in ("first", "relaxed"))
+    between = (rec["relaxed_over_first"]["gain"], rec["relaxed_over_first"]["se"],
+               first.critical)
+    assert (rec["kept"] == "relaxed") == prefer_relaxed(first, relaxed, between, 2.0)
+    # each run checkpoints on its own: the first in ckpt, the second in ckpt/relaxed
+    assert (tmp_path / "ckpt" / "checkpoint.json").is_file()
+    assert (tmp_path / "ckpt" / "relaxed" / "checkpoint.json").is_file()
+    adapter.save(tmp_path / "m", "m", tiny_model.name, res)
+    assert read_card(tmp_path / "m").training["adapt"]["relaxation"]["kept"] == rec["kept"]
+    # paired_gain: the mean per-tile difference and its standard error
+    mean, se, crit = paired_gain(np.array([1.0, 1.0, 2.0, 2.0]), np.array([2.0, 2.0, 2.0, 4.0]),
+                                 2)
+    assert (mean, crit) == (pytest.approx(1.0), pytest.approx(12.706, abs=1e-3))
+    assert se == pytest.approx(0.0)  # both tiles differ by 1
+    # no relaxed weight (or the same as the prior's): one run, nothing recorded
+    _, single = adapt_model(tiny_model, Inputs(list(frames), 0.05, ["a", "b", "c", "d"]),
+                            cfg.model_copy(update={"relaxed_prior_weight": None}))
+    assert single.relaxation is None and single.steps == 3
+
+
+def test_the_first_run_has_half_the_budget(tiny_model: Path) -> None:
+    """With a second run planned, the first stops at half the budget; the second gets what is
+    left. A budget too small for both leaves the first run alone, and says why."""
+    from tcan_live.train.adapt import adapt_model
+
+    frames = _frames(np.random.default_rng(12), 40.0, n=4)
+    cfg = AdaptConfig(steps=100000, patch=48, batch=2, seed=5, relaxed_prior_weight=0.1,
+                      budget_min=0.02)  # 1.2 s
+    _, res = adapt_model(tiny_model, Inputs(list(frames), 0.05, ["a", "b", "c", "d"]), cfg)
+    rec = res.relaxation
+    assert rec is not None
+    if "relaxed" in rec:  # the usual case: both ran, each about half the budget
+        assert 0.45 < rec["seconds"] / 60 / cfg.budget_min < 1.6
+    else:  # this machine was too slow for one step within half the budget
+        assert rec["why"] == "no time left for the second run" and rec["kept"] == "first"

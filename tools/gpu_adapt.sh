@@ -7,7 +7,8 @@
 # Needs the wheels of tools/gpu_check.sh in .whl/ and the real pairs copied to
 # .gpudata/confocal_sted (both git-ignored through .git/info/exclude; carried).
 # Usage there: bash tools/gpu_adapt.sh [SECONDS [long]]   (each process's limit, default 480;
-# long: six processes of one acquisition each, to 4000 steps or 3.5 minutes)
+# long: six processes of one acquisition each, to 4000 steps or $BUDGET minutes (3.5), and the ceiling
+# without the prior)
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 LIMIT=${1:-480}
@@ -31,12 +32,18 @@ job() {  # job NAME ARGS...: one benchmark process in the background
   timeout "$LIMIT" python3 -m benchmarks.adapt "${COMMON[@]}" "$@" \
     --rows "$ROWS/$name.jsonl" >"$ROWS/$name.log" 2>&1 &
 }
-if [ "${2:-}" = long ]; then  # fewer processes, each one acquisition, up to 4 minutes
-  COMMON=("${COMMON[@]:0:14}" --budget-min 3.5)
+if [ "${2:-}" = long ]; then  # fewer processes, each one acquisition, up to 3.5 minutes
+  COMMON=("${COMMON[@]:0:14}" --budget-min "${BUDGET:-3.5}")
   for fam in asters honeycomb; do
     for seed in 4203 4204 4205; do
       job "long-$fam-10-$seed" --families "$fam" --photons 10 --seed "$seed"
     done
+  done
+  # the room without the prior: supervised by the truth, nothing holding the initial model
+  job ceiling0-asters-10 --families asters --photons 10 --seed 4203 --ceiling --prior 0
+  for seed in 4203 4204; do
+    job "ceiling0-honeycomb-10-$seed" --families honeycomb --photons 10 --seed "$seed" \
+      --ceiling --prior 0
   done
 else
   for fam in asters honeycomb; do
@@ -50,7 +57,8 @@ else
     --ceiling
 fi
 sleep 20; nvidia-smi | tee -a "$OUT/gpu.txt"
-wait
+# the rows so far into $OUT every 15 s: a call stopped early still brings back what finished
+while [ -n "$(jobs -r)" ]; do tar czf "$OUT/rows.tgz" -C "$ROWS" .; sleep 15; done
 tar czf "$OUT/rows.tgz" -C "$ROWS" .
 for f in "$ROWS"/*.jsonl; do echo "$f $(($(wc -l <"$f") - 1)) rows"; done
 tail -n 3 "$ROWS"/*.log

@@ -472,6 +472,10 @@ def _adapt_parser(sub: Any) -> None:
          help="input pixel size when the files have none (or to override it)")
     _opt(p, c, "prior_weight", "--prior-weight", type=float,
          help="how strongly the output stays near the initial model's")
+    _opt(p, c, "relaxed_prior_weight", "--relaxed-prior-weight", type=float,
+         help="also adapt with this weaker prior (half the budget each) and keep that model "
+              "only where the held-out frames show the initial model wrong at confocal "
+              "resolution (the --prior-weight value: one run only)")
     _opt(p, c, "confocal_fwhm_nm", "--confocal-fwhm-nm", type=float,
          help="FWHM of your confocal PSF (default: the model card's, 230 nm)")
     _opt(p, c, "device", "--device")

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from tcan_live.commands import ADAPT_STEPS, AdaptOptions
+from tcan_live.commands import ADAPT_RELAXED_PRIOR, ADAPT_STEPS, AdaptOptions
 from tcan_live.errors import ConfigError, UnsupportedInputError
 from tcan_live.resample import resample
 from tcan_live.sr.card import Card
@@ -91,6 +91,12 @@ class AdaptConfig(BaseModel):
     # docs/training.md); "view" the same input view as the adapted model (sessions 10-16: the
     # output is held where it was)
     prior_input: Literal["view", "frame"] = "frame"
+    # a second run from the initial model with this prior weight (None: none), kept instead of
+    # the first only where the held-out frames say the initial model is wrong at confocal
+    # resolution: its held-out improvement at least relax_margin times the first run's, and
+    # beyond noise against the first run's model (prefer_relaxed; docs/training.md, session 18)
+    relaxed_prior_weight: float | None = Field(ADAPT_RELAXED_PRIOR, ge=0)
+    relax_margin: float = Field(2.0, ge=1)
     confocal_fwhm_nm: float | None = Field(None, gt=0)  # None: the model card's
     # frames held out of training for the check (HeldOutCheck): this fraction, at least one
     # when there are two or more frames
@@ -389,6 +395,36 @@ class AdaptResult:
     photon_transfer: PhotonTransfer
     peak_photons: float
     check: HeldOutCheck | None = None
+    # the two-run adaptation (adapt_model): the other run's record and which was kept
+    relaxation: dict[str, Any] | None = None
+
+
+def paired_gain(better: np.ndarray, worse: np.ndarray, tiles: int) -> tuple[float, float, float]:
+    """Mean over tiles of ``worse - better`` (per-view losses, draws averaged per tile), its
+    standard error, and Student's t at 97.5% (inf for a single tile)."""
+    diff = (worse - better).reshape(tiles, -1).mean(axis=1)
+    if tiles < 2:
+        return float(diff.mean()), 0.0, math.inf
+    from scipy.stats import t
+
+    return (float(diff.mean()), float(np.std(diff, ddof=1) / math.sqrt(tiles)),
+            float(t.ppf(0.975, tiles - 1)))
+
+
+def prefer_relaxed(first: HeldOutCheck, relaxed: HeldOutCheck, between: tuple[float, float, float],
+                   margin: float) -> bool:
+    """Keep the run with the weaker prior only on strong evidence: it passes its own check,
+    it improves the held-out consistency by at least ``margin`` times what the first run
+    improved, and it beats the first run's model on the same tiles beyond Student's t
+    (``between``: paired_gain of the relaxed model over the first). The prior holds the detail
+    finer than the PSF, which the check cannot see; weakening it costs there (on frames the
+    initial model fits, SSIM fell by 0.04, docs/training.md), so it is given up only where the
+    data show the initial model is wrong at the resolution they have."""
+    gain_first = first.before - first.after
+    gain_relaxed = relaxed.before - relaxed.after
+    mean, se, critical = between
+    return (relaxed.accepted and gain_relaxed >= margin * max(gain_first, 0.0)
+            and mean > critical * se)
 
 
 def held_out_indices(n: int, fraction: float) -> list[int]:
@@ -485,21 +521,24 @@ class Adapter:
         m = max(self.kernel.shape[-1] // 2, 4)
         return (blurred[..., m:-m, m:-m] - x2[..., m:-m, m:-m]) ** 2
 
+    def held_out_losses(self, model: torch.nn.Module) -> np.ndarray:
+        """``model``'s consistency loss on each of the check's fixed views (held-out frames)."""
+        x1, x2 = (torch.from_numpy(a.copy()).to(self.device) for a in self.val)
+        training = bool(getattr(model, "training", False))
+        model.eval()
+        with torch.no_grad():
+            out = np.concatenate([self._consistency(model, x1[i:i + 8], x2[i:i + 8])
+                                  for i in range(0, len(x1), 8)])
+        if training:  # the adapter's own generator goes on training
+            model.train()
+        return out
+
     def check(self) -> HeldOutCheck:
         """The initial and the adapted model on the held-out frames' fixed views (HeldOutCheck)."""
-        x1, x2 = (torch.from_numpy(a.copy()).to(self.device) for a in self.val)
-        self.gen.eval()
-        with torch.no_grad():
-            after = np.concatenate([self._consistency(self.gen, x1[i:i + 8], x2[i:i + 8])
-                                    for i in range(0, len(x1), 8)])
-            before = np.concatenate([self._consistency(self.ref, x1[i:i + 8], x2[i:i + 8])
-                                     for i in range(0, len(x1), 8)])
-        self.gen.train()
+        after, before = self.held_out_losses(self.gen), self.held_out_losses(self.ref)
         # one paired difference per tile (its draws averaged): tiles, not views, are the units
-        n = self.val_tiles
-        diff = (after - before).reshape(n, -1).mean(axis=1)
-        se = float(np.std(diff, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-        return HeldOutCheck(float(before.mean()), float(after.mean()), se, n,
+        _, se, _ = paired_gain(after, before, self.val_tiles)
+        return HeldOutCheck(float(before.mean()), float(after.mean()), se, self.val_tiles,
                             list(self.held_out))
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -586,8 +625,70 @@ class Adapter:
                 "validation_before": result.loss_before,
                 "validation_after": result.loss_after,
                 **({"held_out_check": result.check.record()} if result.check else {}),
+                **({"relaxation": result.relaxation} if result.relaxation else {}),
                 **(extra or {})}},
             metrics=c.metrics)
+
+
+def adapt_model(init: Path, inputs: Inputs, cfg: AdaptConfig, *, device: str = "cpu",
+                pt: PhotonTransfer | None = None, ckpt: Path | None = None,
+                progress: Callable[[int, float, float], None] | None = None,
+                stage: Callable[[str], None] | None = None) -> tuple[Adapter, AdaptResult]:
+    """Adapt as ``tcan-live adapt`` and ``watch --adapt`` do: one run with ``prior_weight``;
+    with ``relaxed_prior_weight`` set, half the budget for it and a second run from the
+    initial model with the weaker prior in what is left, the second kept only where
+    :func:`prefer_relaxed` says so (the result's ``relaxation`` records both). ``ckpt``: the
+    first run's checkpoint folder (resumable); the second run's is its ``relaxed/``."""
+    relaxed_w = cfg.relaxed_prior_weight
+    two = relaxed_w is not None and relaxed_w != cfg.prior_weight
+    t0 = time.monotonic()
+    first = Adapter(init, inputs, cfg.model_copy(update={"budget_min": cfg.budget_min / 2})
+                    if two else cfg, device=device, pt=pt)
+    res1 = first.run(ckpt, progress)  # resumes from ckpt where it holds a checkpoint
+    if not two or res1.check is None:
+        return first, res1
+    record: dict[str, Any] = {"prior_weight": relaxed_w, "margin": cfg.relax_margin,
+                              "first": {"prior_weight": cfg.prior_weight, "steps": res1.steps,
+                                        "check": res1.check.record()}}
+    left = cfg.budget_min - (time.monotonic() - t0) / 60
+    if left < 0.1 * cfg.budget_min:  # the first run took the budget: no time for a second
+        res1.relaxation = {**record, "kept": "first", "why": "no time left for the second run"}
+        return first, res1
+    if stage is not None:
+        stage(f"second run from {init.name}, prior weight {relaxed_w:g}")
+    second = Adapter(init, inputs, cfg.model_copy(update={"prior_weight": relaxed_w,
+                                                          "budget_min": left}),
+                     device=device, pt=first.pt)
+    res2 = second.run(ckpt / "relaxed" if ckpt is not None else None, progress)
+    if res2.check is None:  # never: the same frames give the same check set
+        return first, res1
+    between = paired_gain(second.held_out_losses(second.gen),
+                          second.held_out_losses(first.gen), second.val_tiles)
+    keep = prefer_relaxed(res1.check, res2.check, between, cfg.relax_margin)
+    record.update({"relaxed": {"steps": res2.steps, "check": res2.check.record()},
+                   "relaxed_over_first": {"gain": round(between[0], 7),
+                                          "se": round(between[1], 7)},
+                   "kept": "relaxed" if keep else "first",
+                   "seconds": round(time.monotonic() - t0, 1)})
+    kept_adapter, kept = (second, res2) if keep else (first, res1)
+    kept.relaxation = record
+    return kept_adapter, kept
+
+
+def relaxation_line(record: dict[str, Any]) -> str:
+    """One line on which of the two runs was kept (AdaptResult.relaxation)."""
+    first = record["first"]
+    if "relaxed" not in record:
+        return f"kept the run with prior weight {first['prior_weight']:g}: {record['why']}"
+    gain = {k: record[k]["check"]["before"] - record[k]["check"]["after"]
+            for k in ("first", "relaxed")}
+    kept = record["kept"]
+    return (f"kept the run with prior weight "
+            f"{first['prior_weight'] if kept == 'first' else record['prior_weight']:g}: "
+            f"held-out consistency gain {gain['first']:.3g} (prior weight "
+            f"{first['prior_weight']:g}) and {gain['relaxed']:.3g} (prior weight "
+            f"{record['prior_weight']:g}); the weaker prior is kept only with at least "
+            f"{record['margin']:g} times the gain, beyond noise")
 
 
 def read_inputs(paths: Sequence[Path], pixel_size_um: float | None, max_frames: int,
@@ -653,29 +754,42 @@ def run_adapt(opts: AdaptOptions) -> int:
     for line in inputs.refused:
         print(f"refused {line}", file=sys.stderr)
     cfg = AdaptConfig(budget_min=opts.budget_min, steps=opts.steps,
-                      prior_weight=opts.prior_weight, seed=opts.seed,
+                      prior_weight=opts.prior_weight,
+                      relaxed_prior_weight=opts.relaxed_prior_weight, seed=opts.seed,
                       confocal_fwhm_nm=opts.confocal_fwhm_nm)
-    adapter = Adapter(init, inputs, cfg, device=str(pick_device(opts.device)), pt=pt)
     peak = peak_photons(inputs.frames, pt)
     print(f"adapting {init.name} to {len(inputs.frames)} frame(s) at "
           f"{inputs.pixel_size_um:g} um/px: gain {pt.gain:.3g} per photon, offset "
           f"{pt.offset:.4g}, brightest pixels ~{peak:.0f} photons; budget "
           f"{opts.budget_min:g} min", file=sys.stderr)
     last = [0.0]
+    start = [-1]  # the step each run began at (resumed or 0), taken at its first report
+    runs = 1 if cfg.relaxed_prior_weight in (None, cfg.prior_weight) else 2
+    run = [1]
 
     def progress(step: int, elapsed: float, budget: float) -> None:
-        if elapsed - last[0] >= 15 or step == 1:
+        if start[0] < 0:
+            start[0] = step - 1
+        if elapsed - last[0] >= 15 or step == start[0] + 1:
             last[0] = elapsed
-            rate = elapsed / max(step - start, 1)
+            rate = elapsed / max(step - start[0], 1)
             left = min(budget - elapsed, (cfg.steps - step) * rate)
-            print(f"step {step}: {elapsed / 60:.1f} min, about {max(left, 0) / 60:.1f} min "
-                  "left", file=sys.stderr)
+            print(f"{f'run {run[0]} of {runs}, ' if runs > 1 else ''}step {step}: "
+                  f"{elapsed / 60:.1f} min, about {max(left, 0) / 60:.1f} min left"
+                  f"{' in this run' if run[0] < runs else ''}", file=sys.stderr)
+
+    def stage(what: str) -> None:
+        run[0], start[0], last[0] = run[0] + 1, -1, 0.0
+        print(what, file=sys.stderr)
 
     ckpt = opts.out / "adapt"
-    start = adapter.step if adapter.restore(ckpt) else 0
-    if start:
-        print(f"resuming at step {start} ({ckpt})", file=sys.stderr)
-    result = adapter.run(ckpt, progress)
+    held = load_checkpoint(ckpt)
+    if held is not None:
+        print(f"resuming at step {held[1]['step']} ({ckpt})", file=sys.stderr)
+    adapter, result = adapt_model(init, inputs, cfg, device=str(pick_device(opts.device)),
+                                  pt=pt, ckpt=ckpt, progress=progress, stage=stage)
+    if result.relaxation is not None:
+        print(relaxation_line(result.relaxation), file=sys.stderr)
     model_id = opts.id or opts.out.name
     adapter.save(opts.out, model_id, init.name, result)
     if result.check is not None and not result.check.accepted:
