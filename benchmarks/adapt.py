@@ -241,13 +241,12 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
 
 def _kept(record: dict[str, Any]) -> str:
     """Which run of adapt_model was kept, and the ratio of the two runs' held-out gains."""
+    from tcan_live.train.adapt import kept_prior_weight, relaxation_gains
+
     if "relaxed" not in record:
         return f"first ({record['why']})"
-    gain = {k: record[k]["check"]["before"] - record[k]["check"]["after"]
-            for k in ("first", "relaxed")}
-    weight = record["first"]["prior_weight"] if record["kept"] == "first" else \
-        record["prior_weight"]
-    return (f"{record['kept']} (prior {weight:g}; gain ratio "
+    gain = relaxation_gains(record)
+    return (f"{record['kept']} (prior {kept_prior_weight(record):g}; gain ratio "
             f"{gain['relaxed'] / gain['first'] if gain['first'] > 0 else float('inf'):.2f})")
 
 

@@ -666,18 +666,33 @@ def test_adapt_model_runs_twice_and_records_both(tiny_model: Path, tmp_path: Pat
     assert single.relaxation is None and single.steps == 3
 
 
-def test_the_first_run_has_half_the_budget(tiny_model: Path) -> None:
+def test_the_first_run_has_half_the_budget(tiny_model: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """With a second run planned, the first stops at half the budget; the second gets what is
     left. A budget too small for both leaves the first run alone, and says why."""
+    from tcan_live.train import adapt
     from tcan_live.train.adapt import adapt_model
 
+    budgets: list[tuple[float, float]] = []  # (budget_min, prior_weight) of each run
+    run = adapt.Adapter.run
+
+    def spy(self: Any, *args: Any, **kw: Any) -> Any:
+        budgets.append((self.cfg.budget_min, self.cfg.prior_weight))
+        return run(self, *args, **kw)
+
+    monkeypatch.setattr(adapt.Adapter, "run", spy)
     frames = _frames(np.random.default_rng(12), 40.0, n=4)
     cfg = AdaptConfig(steps=100000, patch=48, batch=2, seed=5, relaxed_prior_weight=0.1,
                       budget_min=0.02)  # 1.2 s
     _, res = adapt_model(tiny_model, Inputs(list(frames), 0.05, ["a", "b", "c", "d"]), cfg)
     rec = res.relaxation
     assert rec is not None
+    assert budgets[0] == (pytest.approx(0.01), 1.0)  # the first run: half, the default prior
     if "relaxed" in rec:  # the usual case: both ran, each about half the budget
         assert 0.45 < rec["seconds"] / 60 / cfg.budget_min < 1.6
+        # the second: the weaker prior, in what the first left (at most the other half)
+        assert len(budgets) == 2 and budgets[1][1] == 0.1
+        assert 0.1 * cfg.budget_min <= budgets[1][0] <= 0.01 + 1e-9
     else:  # this machine was too slow for one step within half the budget
         assert rec["why"] == "no time left for the second run" and rec["kept"] == "first"
+        assert len(budgets) == 1

@@ -10,17 +10,10 @@
 # long: six processes of one acquisition each, to 4000 steps or $BUDGET minutes (3.5), and the ceiling
 # without the prior)
 set -uo pipefail
-OUT=${OUT:-gpu-out}
 LIMIT=${1:-480}
 ROWS=/tmp/adapt-rows
-mkdir -p "$OUT" "$ROWS"
-export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$ROWS"
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))' \
   | tee -a "$OUT/gpu.txt"

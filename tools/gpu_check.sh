@@ -10,15 +10,7 @@
 # (docs/benchmarks.md, "On a GPU").
 # Usage there: bash tools/gpu_check.sh [quick]   (quick: without the tuning tables)
 set -uo pipefail
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/gpu_env.sh"
 step() {  # step NAME SECONDS CMD...: run with a limit, log to $OUT/NAME.log, go on on failure
   local name=$1 limit=$2; shift 2
   echo "=== $name ($(date +%T))"

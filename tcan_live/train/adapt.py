@@ -675,16 +675,26 @@ def adapt_model(init: Path, inputs: Inputs, cfg: AdaptConfig, *, device: str = "
     return kept_adapter, kept
 
 
+def relaxation_gains(record: dict[str, Any]) -> dict[str, float]:
+    """Each run's held-out consistency gain (before - after) from an AdaptResult.relaxation
+    record that holds both runs."""
+    return {k: record[k]["check"]["before"] - record[k]["check"]["after"]
+            for k in ("first", "relaxed")}
+
+
+def kept_prior_weight(record: dict[str, Any]) -> float:
+    """The prior weight of the run a relaxation record kept."""
+    return float(record["first"]["prior_weight"] if record["kept"] == "first"
+                 else record["prior_weight"])
+
+
 def relaxation_line(record: dict[str, Any]) -> str:
     """One line on which of the two runs was kept (AdaptResult.relaxation)."""
     first = record["first"]
     if "relaxed" not in record:
         return f"kept the run with prior weight {first['prior_weight']:g}: {record['why']}"
-    gain = {k: record[k]["check"]["before"] - record[k]["check"]["after"]
-            for k in ("first", "relaxed")}
-    kept = record["kept"]
-    return (f"kept the run with prior weight "
-            f"{first['prior_weight'] if kept == 'first' else record['prior_weight']:g}: "
+    gain = relaxation_gains(record)
+    return (f"kept the run with prior weight {kept_prior_weight(record):g}: "
             f"held-out consistency gain {gain['first']:.3g} (prior weight "
             f"{first['prior_weight']:g}) and {gain['relaxed']:.3g} (prior weight "
             f"{record['prior_weight']:g}); the weaker prior is kept only with at least "
