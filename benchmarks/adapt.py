@@ -136,6 +136,7 @@ def _use_truth(adapter: Any, pairs: list[Any], px: float) -> None:
     if abs(px - adapter.card.pixel_size_um) > 1e-9:
         raise SystemExit("--ceiling needs frames on the model's grid")
     adapter.batches = _TruthBatches(pairs, adapter)
+    adapter.crops = []  # the truth's patches, not the prior's fixed crops
 
     def losses(x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
         out = adapter.gen(x)
@@ -215,9 +216,20 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
         if ceiling or at_steps or len(budgets) > 1:
             raise SystemExit("a second run with a relaxed prior (--relaxed-prior) is scored at "
                              "one budget, without --at-steps or --ceiling")
-        adapter, result = adapt_model(init, inputs, cfg, device=device)
-        return _score_adapted(adapter, result, row, sets, budgets, [], {}, px, fwhm, before,
+        runs: dict[str, dict[str, torch.Tensor]] = {}
+
+        def keep(name: str, ad: Any) -> None:
+            runs[name] = {k: v.detach().clone() for k, v in ad.gen.state_dict().items()}
+
+        adapter, result = adapt_model(init, inputs, cfg, device=device, finished=keep)
+        rows = _score_adapted(adapter, result, row, sets, budgets, [], {}, px, fwhm, before,
                               init.name, device, opts, figures, title, stem, adapt_on, unseen)
+        other = {"first": "relaxed", "relaxed": "first"}[result.relaxation["kept"]] \
+            if result.relaxation else None
+        if other in runs:  # the run not kept, scored too: was the rule's choice the better?
+            rows[-1]["other"] = other
+            rows[-1].update(_ssim_of(init, runs[other], sets, px, device, opts))
+        return rows
     adapter = Adapter(init, inputs, cfg, device=device)
     if ceiling:
         _use_truth(adapter, adapt_on, px)
@@ -237,6 +249,19 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
     return _score_adapted(adapter, result, row, sets, budgets, [float(n) for n in at_steps]
                           if at_steps else [], snapshots, px, fwhm, before, init.name, device,
                           opts, figures, title, stem, adapt_on, unseen)
+
+
+def _ssim_of(init: Path, state: dict[str, torch.Tensor], sets: list[Any], px: float,
+             device: str, opts: dict[str, Any]) -> dict[str, float]:
+    """SSIM (median) of the initial model's architecture with these weights, per set."""
+    from tcan_live.sr.enhancer import Enhancer
+    from tcan_live.train.metrics import fidelity
+
+    enh = Enhancer(model=str(init), device=device, **opts)
+    enh.generator.load_state_dict(state)
+    return {f"{key} ssim other": _median([fidelity(enh.enhance(p.confocal, px).image,
+                                                    p.sted)["ssim"] for p in sel])
+            for key, sel in sets}
 
 
 def _kept(record: dict[str, Any]) -> str:
@@ -376,7 +401,11 @@ def run(args: Any, rows_file: Path | None) -> list[dict[str, Any]]:
     settings = {k: v for k, v in (("prior_weight", args.prior), ("lr", args.lr),
                                   ("prior_band", args.prior_band), ("steps", args.steps),
                                   ("views", args.views), ("prior_input", args.prior_input),
-                                  ("relaxed_prior_weight", args.relaxed_prior))
+                                  ("relaxed_prior_weight", args.relaxed_prior),
+                                  ("prior_bank", args.prior_bank),
+                                  ("split_p", args.split_p),
+                                  ("prior_tta", None if args.prior_tta is None
+                                   else args.prior_tta == "on"))
                 if v is not None}
     budgets = [float(b) for b in args.budget_min.split(",")]
     at_steps = [int(n) for n in args.at_steps.split(",")] if args.at_steps else None
@@ -405,7 +434,8 @@ def run(args: Any, rows_file: Path | None) -> list[dict[str, Any]]:
 
 _OPTIONS = (("prior", "prior"), ("lr", "lr"), ("prior-band", "prior_band"), ("steps", "steps"),
             ("views", "views"), ("prior-input", "prior_input"),
-            ("relaxed-prior", "relaxed_prior"), ("at-steps", "at_steps"),
+            ("relaxed-prior", "relaxed_prior"), ("prior-bank", "prior_bank"),
+            ("prior-tta", "prior_tta"), ("split-p", "split_p"), ("at-steps", "at_steps"),
             ("device", "device"))
 
 
@@ -418,11 +448,14 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
             "own ssim after", "own ssim RL", "own dbe before", "own dbe after", "own dbe RL",
             "unseen ssim before", "unseen ssim after", "unseen ssim RL", "unseen dbe before",
             "unseen dbe after", "own unc before", "own unc after", "unseen bg before",
-            "unseen bg after", "unseen bg RL", "gain est/true", "kept", "check"]
+            "unseen bg after", "unseen bg RL", "gain est/true", "kept", "other",
+            "own ssim other", "unseen ssim other", "check"]
     if not any("unseen bg before" in r for r in rows):
         keys = [k for k in keys if " bg " not in k]
     if not any("kept" in r for r in rows):
         keys.remove("kept")
+    if not any("other" in r for r in rows):
+        keys = [k for k in keys if "other" not in k]
     default = {"device": "cpu"}
     body = "\n".join([
         f"`python -m benchmarks.adapt --families {args.families or chr(34) * 2} "
@@ -445,6 +478,8 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
         + ("; bg = background grain, the output's standard deviation where the truth has no "
            "structure, in units of the truth's range (metrics.background_grain; structure "
            "painted into empty space raises it)" if "unseen bg before" in keys else "")
+        + ("; 'other': the run of the two that adapt did not keep, and its SSIM (was the "
+           "kept one the better?)" if "other" in keys else "")
         + ".", "",
         table([{k: r.get(k, "-") for k in keys} for r in rows]),
         *(["", "Per case over its acquisitions: the SSIM gain (after - before; median, "
@@ -465,6 +500,9 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
                + (f"{args.views}-" if args.views else "")
                + (f"{args.prior_input}prior-" if args.prior_input else "")
                + (f"relaxed{args.relaxed_prior:g}-" if args.relaxed_prior is not None else "")
+               + (f"bank{args.prior_bank}-" if args.prior_bank is not None else "")
+               + (f"tta{args.prior_tta}-" if args.prior_tta is not None else "")
+               + (f"p{args.split_p:g}-" if args.split_p is not None else "")
                + (f"lr{args.lr:g}-" if args.lr is not None and args.at_steps else "")
                + (f"prior{args.prior:g}-" if args.prior is not None and args.at_steps else "")
                + (f"{args.at_steps.replace(',', '-')}steps" if args.at_steps

@@ -119,6 +119,13 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
                    help="where the prior holds the initial model (train/adapt.py)")
     p.add_argument("--prior-input", default=None, choices=("view", "frame"),
                    help="what the initial model sees for the prior's target (train/adapt.py)")
+    p.add_argument("--split-p", type=float, default=None, help="the input view's share of "
+                   "the photons (default: adapt's)")
+    p.add_argument("--prior-bank", type=int, default=None, help="fixed crops whose teacher "
+                   "output is computed once (0: the teacher on each step's crops; default: "
+                   "adapt's)")
+    p.add_argument("--prior-tta", default=None, choices=("on", "off"), help="the teacher "
+                   "averaged over turns and mirrors (default: adapt's)")
     p.add_argument("--figures", default=None, help="folder for one figure per case")
     p.add_argument("--real", default=None, help="also adapt on the confocal images of the "
                    "shared real pairs in this folder (score against their STED images)")

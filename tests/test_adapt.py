@@ -602,6 +602,70 @@ def test_the_teacher_sees_the_whole_crop_under_the_same_flip(tiny_model: Path) -
         assert float(ad.losses(t1, t2, t0)["prior"]) > 0.0
 
 
+def test_the_fixed_crops_teacher_is_the_teacher_of_the_drawn_crop(tiny_model: Path) -> None:
+    """``prior_bank``: the teacher's output, computed once per fixed crop, is what the teacher
+    averaged over turns and mirrors gives for the whole crop the step's two views split,
+    turned and mirrored as they are (the fast path matches the plain one); without
+    ``prior_tta`` it is the plain teacher's output for the crop, turned with the views."""
+    import torch
+
+    from tcan_live.train.adapt import PhotonTransfer, dihedral_mean
+
+    rng = np.random.default_rng(5)
+    frame = rng.poisson(_scene(rng, 20.0, 96)).astype(np.float64)  # whole photons, gain 1
+    pt = PhotonTransfer(1.0, 0.0, 1.0, 0.0)
+    inputs = Inputs([frame, frame[::-1], frame[:, ::-1]], 0.05, ["a", "b", "c"])
+    ad = Adapter(tiny_model, inputs, AdaptConfig(patch=48, batch=6, prior_bank=4), pt=pt)
+    assert len(ad.crops) == 4 and not ad.targets
+    x1, x2, none, t = ad.batch()
+    assert none is None and len(ad.targets) == 4
+    assert x1.shape == x2.shape == t.shape == (6, 1, 48, 48)
+    whole = 0.5 * x1 + 0.5 * x2  # the crop itself, turned and mirrored as the views
+    with torch.no_grad():
+        np.testing.assert_allclose(t.numpy(), dihedral_mean(ad.ref, whole).numpy(), atol=1e-5)
+        # the loss takes the given target as the prior's
+        got = ad.losses(x1, x2, target=t)["prior"]
+        np.testing.assert_allclose(float(got), float(torch.mean((ad.gen(x1) - t) ** 2)),
+                                   rtol=1e-6)
+    # the same crops again for a resumed run (their own generator)
+    again = Adapter(tiny_model, inputs, AdaptConfig(patch=48, batch=6, prior_bank=4), pt=pt)
+    for (k1, c1), (k2, c2) in zip(ad.crops, again.crops, strict=True):
+        assert k1 == k2 and np.array_equal(c1, c2)
+    plain = Adapter(tiny_model, inputs, AdaptConfig(patch=48, batch=1, prior_bank=4,
+                                                    prior_tta=False), pt=pt)
+    x1, x2, _, t = plain.batch()
+    whole = 0.5 * x1 + 0.5 * x2
+    with torch.no_grad():
+        turned = [plain.ref(torch.flip(torch.rot90(whole, r, (2, 3)), d))
+                  for r in range(4) for d in ((), (3,))]
+    # the plain teacher's output of the unturned crop, turned as the views were
+    assert min(float(torch.max(torch.abs(
+        torch.flip(torch.rot90(t, r, (2, 3)), d) - y)))
+        for y, (r, d) in zip(turned, [(r, d) for r in range(4) for d in ((), (3,))],
+                             strict=True)) < 1e-5
+    assert not Adapter(tiny_model, inputs, AdaptConfig(), pt=pt).crops  # off by default
+    assert not Adapter(tiny_model, inputs, AdaptConfig(prior_input="view"), pt=pt).crops
+
+
+def test_the_turn_and_mirror_average_does_not_depend_on_the_turn(tiny_model: Path) -> None:
+    import torch
+
+    from tcan_live.sr.model import load_generator
+    from tcan_live.train.adapt import dihedral_mean
+
+    _, gen = load_generator(tiny_model)
+    gen.eval()
+    x = torch.from_numpy(np.random.default_rng(2).random((2, 1, 32, 32), np.float32))
+    with torch.no_grad():
+        y = dihedral_mean(gen, x)
+        for r in range(4):
+            turned = torch.flip(torch.rot90(x, r, (2, 3)), (2,))
+            np.testing.assert_allclose(
+                dihedral_mean(gen, turned).numpy(),
+                torch.flip(torch.rot90(y, r, (2, 3)), (2,)).numpy(), atol=1e-5)
+        assert not np.allclose(gen(x).numpy(), y.numpy(), atol=1e-4)  # it is an average
+
+
 def _check(before: float, after: float, se: float = 0.001, tiles: int = 18) -> Any:
     from tcan_live.train.adapt import HeldOutCheck
 

@@ -247,6 +247,28 @@ def test_adapt_bench_step_marks_and_rows_split_over_processes(tiny_model: Path, 
         adapt.merge_rows([tmp_path / "part0.jsonl", tmp_path / "other.jsonl"])
 
 
+def test_adapt_bench_two_runs_scores_the_run_not_kept(tiny_model: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    """With --relaxed-prior the row is the kept run's, and the run adapt did not keep is
+    scored as well (the rule's choice checked against the truth)."""
+    import json
+
+    from benchmarks import adapt
+
+    rows = tmp_path / "rows.jsonl"
+    assert adapt.main(["--model", str(tiny_model), "--families", "asters", "--photons", "20",
+                       "--frames", "2", "--test", "1", "--size", "64", "--budget-min", "5",
+                       "--steps", "3", "--relaxed-prior", "0.1", "--rows", str(rows)]) == 0
+    out = capsys.readouterr().out
+    (row,) = [json.loads(x) for x in rows.read_text().splitlines()[1:]]
+    # one held-out tile gives no verdict, so the relaxed run cannot be kept
+    assert row["kept"].startswith("first") and row["other"] == "relaxed"
+    for key in ("own", "unseen"):
+        assert -1.0 <= row[f"{key} ssim other"] <= 1.0
+    assert "'other': the run of the two" in out and "| relaxed |" in out
+
+
 def test_restore_bench_compares_with_and_without_on_every_family(tiny_model: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks import restore
