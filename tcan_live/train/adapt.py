@@ -276,12 +276,7 @@ class Batchmaker:
         """(input views, target views) and, with ``whole``, the whole crops, stacked."""
         got: list[list[np.ndarray]] = []
         for _ in range(batch):
-            k = int(rng.integers(len(self.inputs.frames)))
-            f = self.inputs.frames[k]
-            side = min(self.side, *f.shape)
-            i = int(rng.integers(f.shape[0] - side + 1))
-            j = int(rng.integers(f.shape[1] - side + 1))
-            crop = f[i:i + side, j:j + side]
+            k, crop = self._place(rng)
             views: tuple[np.ndarray, ...] = self._views(rng, k, crop, self.views)
             if self.whole:
                 views += (self._prepare(k, crop),)
@@ -293,15 +288,16 @@ class Batchmaker:
     def crops(self, rng: np.random.Generator, n: int) -> list[tuple[int, np.ndarray]]:
         """``n`` random crops (frame index, the crop on the acquisition grid), placed as
         :meth:`sample` places them: the prior's fixed crops (``AdaptConfig.prior_bank``)."""
-        got = []
-        for _ in range(n):
-            k = int(rng.integers(len(self.inputs.frames)))
-            f = self.inputs.frames[k]
-            side = min(self.side, *f.shape)
-            i = int(rng.integers(f.shape[0] - side + 1))
-            j = int(rng.integers(f.shape[1] - side + 1))
-            got.append((k, f[i:i + side, j:j + side]))
-        return got
+        return [self._place(rng) for _ in range(n)]
+
+    def _place(self, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+        """One random crop: a frame, then a square of ``side`` acquisition pixels in it."""
+        k = int(rng.integers(len(self.inputs.frames)))
+        f = self.inputs.frames[k]
+        side = min(self.side, *f.shape)
+        i = int(rng.integers(f.shape[0] - side + 1))
+        j = int(rng.integers(f.shape[1] - side + 1))
+        return k, f[i:i + side, j:j + side]
 
     def sample_crops(self, rng: np.random.Generator, batch: int,
                      crops: Sequence[tuple[int, np.ndarray]], targets: Sequence[np.ndarray]
