@@ -255,12 +255,11 @@ def _ssim_of(init: Path, state: dict[str, torch.Tensor], sets: list[Any], px: fl
              device: str, opts: dict[str, Any]) -> dict[str, float]:
     """SSIM (median) of the initial model's architecture with these weights, per set."""
     from tcan_live.sr.enhancer import Enhancer
-    from tcan_live.train.metrics import fidelity
 
     enh = Enhancer(model=str(init), device=device, **opts)
     enh.generator.load_state_dict(state)
-    return {f"{key} ssim other": _median([fidelity(enh.enhance(p.confocal, px).image,
-                                                    p.sted)["ssim"] for p in sel])
+    return {f"{key} ssim other": _median([_quality(enh.enhance(p.confocal, px).image, p,
+                                                   px)["ssim"] for p in sel])
             for key, sel in sets}
 
 

@@ -280,10 +280,16 @@ class Batchmaker:
             views: tuple[np.ndarray, ...] = self._views(rng, k, crop, self.views)
             if self.whole:
                 views += (self._prepare(k, crop),)
-            arrays = flip_rotate(rng, *views)
-            h = min(self.patch, arrays[0].shape[0], arrays[0].shape[1])
-            got.append([a[:h, :h] for a in arrays])
+            got.append(self._turned(rng, views))
         return _stack(*(list(a) for a in zip(*got, strict=True)))
+
+    def _turned(self, rng: np.random.Generator, arrays: Sequence[np.ndarray]
+                ) -> list[np.ndarray]:
+        """One item of a batch: its arrays under the same random quarter turn and mirror,
+        cut to at most ``patch`` pixels."""
+        turned = flip_rotate(rng, *arrays)
+        h = min(self.patch, turned[0].shape[0], turned[0].shape[1])
+        return [a[:h, :h] for a in turned]
 
     def crops(self, rng: np.random.Generator, n: int) -> list[tuple[int, np.ndarray]]:
         """``n`` random crops (frame index, the crop on the acquisition grid), placed as
@@ -309,9 +315,7 @@ class Batchmaker:
         for _ in range(batch):
             b = int(rng.integers(len(crops)))
             k, crop = crops[b]
-            arrays = flip_rotate(rng, *self._views(rng, k, crop, self.views), targets[b])
-            h = min(self.patch, arrays[0].shape[0], arrays[0].shape[1])
-            got.append([a[:h, :h] for a in arrays])
+            got.append(self._turned(rng, (*self._views(rng, k, crop, self.views), targets[b])))
         return _stack(*(list(a) for a in zip(*got, strict=True)))
 
     def tiles(self, rng: np.random.Generator, tile: int, limit: int, draws: int
