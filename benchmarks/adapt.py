@@ -39,14 +39,26 @@ def _median(values: list[float]) -> float:
     return float(np.median(v)) if v.size else float("nan")
 
 
-def _quality(out: np.ndarray, p: Any, px: float) -> dict[str, float]:
+def _quality(out: np.ndarray, p: Any, px: float, fwhm: float | None = None
+             ) -> dict[str, float]:
     """One output against the truth: SSIM, the detail-band error and the structure it shows
-    where the truth has none (background grain; metrics.background_grain)."""
+    where the truth has none (background grain; metrics.background_grain); with ``fwhm``
+    (a model's output, in the frame's units) also the truth-free undershoot: how far it goes
+    below the frame's background floor (the floor loss's, train/adapt.py), mean over the
+    frame in units of the frame's normalised range."""
     from tcan_live.train.metrics import background_grain, detail_band_error, fidelity
 
-    return {"ssim": fidelity(out, p.sted)["ssim"],
-            "dbe": detail_band_error(out, p.sted, p.confocal, px),
-            "bg": background_grain(out, p.sted, px)}
+    got = {"ssim": fidelity(out, p.sted)["ssim"],
+           "dbe": detail_band_error(out, p.sted, p.confocal, px),
+           "bg": background_grain(out, p.sted, px)}
+    if fwhm is not None:
+        from tcan_live.sr.normalize import normalize, percentile_affine
+        from tcan_live.train.adapt import background_floor
+
+        a = percentile_affine(p.confocal, 1.0, 99.9)  # the Enhancer's (the card's) affine
+        floor = background_floor(p.confocal, a, fwhm, px)
+        got["under"] = float(np.mean(np.clip(floor - normalize(out, a), 0.0, None)))
+    return got
 
 
 def _scores(enh: Any, pairs: list[Any], px: float, fwhm: float) -> dict[str, float]:
@@ -55,7 +67,7 @@ def _scores(enh: Any, pairs: list[Any], px: float, fwhm: float) -> dict[str, flo
     per: dict[str, list[float]] = {}
     for p in pairs:
         out = enh.enhance(p.confocal, px).image
-        for k, v in _quality(out, p, px).items():
+        for k, v in _quality(out, p, px, fwhm).items():
             per.setdefault(k, []).append(v)
         # the spread, which both models have (an adapted model has no error head): like
         # is compared with like
@@ -115,7 +127,8 @@ class _TruthBatches:
                 self.ts.append(normalize(p.sted, a).astype(np.float32))
         self.patch = adapter.cfg.patch
 
-    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+        """The batch by the names the ceiling's losses take: ``x1`` input, ``x2`` truth."""
         from tcan_live.train.adapt import flip_rotate
 
         xs, ts = [], []
@@ -128,7 +141,7 @@ class _TruthBatches:
             cx, ct = flip_rotate(rng, x[i:i + side, j:j + side], t[i:i + side, j:j + side])
             xs.append(np.ascontiguousarray(cx))
             ts.append(np.ascontiguousarray(ct))
-        return np.stack(xs)[:, None], np.stack(ts)[:, None]
+        return {"x1": np.stack(xs)[:, None], "x2": np.stack(ts)[:, None]}
 
 
 def _use_truth(adapter: Any, pairs: list[Any], px: float) -> None:
@@ -138,7 +151,8 @@ def _use_truth(adapter: Any, pairs: list[Any], px: float) -> None:
     adapter.batches = _TruthBatches(pairs, adapter)
     adapter.crops = []  # the truth's patches, not the prior's fixed crops
 
-    def losses(x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+        x, t = x1, x2
         out = adapter.gen(x)
         with torch.no_grad():
             ref = adapter.ref(x)
@@ -202,6 +216,7 @@ def adapt_and_score(name: str, adapt_on: list[Any], unseen: list[Any], px: float
         row.update({f"{key} ssim before": b["ssim"], f"{key} ssim RL": rl["ssim"],
                     f"{key} dbe before": b["dbe"], f"{key} dbe RL": rl["dbe"],
                     f"{key} bg before": b["bg"], f"{key} bg RL": rl["bg"],
+                    f"{key} under before": b["under"],
                     f"{key} unc before": b["uncertainty"]})
     inputs = Inputs([p.confocal for p in adapt_on], px,
                     [f"{name}-{k}" for k in range(len(adapt_on))])
@@ -310,7 +325,8 @@ def _score_adapted(adapter: Any, result: Any, row: dict[str, Any], sets: list[An
             for key, sel in sets:
                 a = _scores(after, sel, px, fwhm)
                 r.update({f"{key} ssim after": a["ssim"], f"{key} dbe after": a["dbe"],
-                          f"{key} bg after": a["bg"], f"{key} unc after": a["uncertainty"]})
+                          f"{key} bg after": a["bg"], f"{key} unc after": a["uncertainty"],
+                          f"{key} under after": a["under"]})
             rows.append(r)
         if figures is not None:  # the largest budget's model is the one loaded last
             figures.mkdir(parents=True, exist_ok=True)
@@ -403,6 +419,7 @@ def run(args: Any, rows_file: Path | None) -> list[dict[str, Any]]:
                                   ("relaxed_prior_weight", args.relaxed_prior),
                                   ("prior_bank", args.prior_bank),
                                   ("split_p", args.split_p),
+                                  ("floor_weight", args.floor),
                                   ("prior_tta", None if args.prior_tta is None
                                    else args.prior_tta == "on"))
                 if v is not None}
@@ -435,7 +452,7 @@ _OPTIONS = (("prior", "prior"), ("lr", "lr"), ("prior-band", "prior_band"), ("st
             ("views", "views"), ("prior-input", "prior_input"),
             ("relaxed-prior", "relaxed_prior"), ("prior-bank", "prior_bank"),
             ("prior-tta", "prior_tta"), ("split-p", "split_p"), ("at-steps", "at_steps"),
-            ("device", "device"))
+            ("floor", "floor"), ("device", "device"))
 
 
 def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]:
@@ -447,10 +464,13 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
             "own ssim after", "own ssim RL", "own dbe before", "own dbe after", "own dbe RL",
             "unseen ssim before", "unseen ssim after", "unseen ssim RL", "unseen dbe before",
             "unseen dbe after", "own unc before", "own unc after", "unseen bg before",
-            "unseen bg after", "unseen bg RL", "gain est/true", "kept", "other",
+            "unseen bg after", "unseen bg RL", "unseen under before", "unseen under after",
+            "gain est/true", "kept", "other",
             "own ssim other", "unseen ssim other", "check"]
     if not any("unseen bg before" in r for r in rows):
         keys = [k for k in keys if " bg " not in k]
+    if not any("unseen under before" in r for r in rows):
+        keys = [k for k in keys if " under " not in k]
     if not any("kept" in r for r in rows):
         keys.remove("kept")
     if not any("other" in r for r in rows):
@@ -477,6 +497,10 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
         + ("; bg = background grain, the output's standard deviation where the truth has no "
            "structure, in units of the truth's range (metrics.background_grain; structure "
            "painted into empty space raises it)" if "unseen bg before" in keys else "")
+        + ("; under = undershoot, truth-free: how far the output goes below the frame's "
+           "background floor (train/adapt.py background_floor), mean over the frame in units "
+           "of its normalised range (dark halos beside the structure raise it)"
+           if "unseen under before" in keys else "")
         + ("; 'other': the run of the two that adapt did not keep, and its SSIM (was the "
            "kept one the better?)" if "other" in keys else "")
         + ".", "",
@@ -502,6 +526,7 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
                + (f"bank{args.prior_bank}-" if args.prior_bank is not None else "")
                + (f"tta{args.prior_tta}-" if args.prior_tta is not None else "")
                + (f"p{args.split_p:g}-" if args.split_p is not None else "")
+               + (f"floor{args.floor:g}-" if args.floor is not None else "")
                + (f"lr{args.lr:g}-" if args.lr is not None and args.at_steps else "")
                + (f"prior{args.prior:g}-" if args.prior is not None and args.at_steps else "")
                + (f"{args.at_steps.replace(',', '-')}steps" if args.at_steps
@@ -511,9 +536,10 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
                # table does not overwrite the 10-photon one of the same shape
                + ("" if args.real or "10" in args.photons.split(",")
                   else "-" + args.photons.replace(",", "-") + "ph")
-               # a family other than the default's first is named (step-mark tables only;
-               # the older tables keep their names)
-               + (f"-{args.families.replace(',', '-')}" if args.at_steps and args.families
+               # a family other than the default's first is named (step-mark tables and those
+               # with --floor only; the older tables keep their names)
+               + (f"-{args.families.replace(',', '-')}" if (args.at_steps or args.floor
+                                                              is not None) and args.families
                   and not args.families.startswith("asters") else "")
                # the series' tables start at seed 4203; a run on other acquisitions is named
                # so that it does not overwrite them

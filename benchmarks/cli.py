@@ -126,6 +126,8 @@ def _adapt(doc: str | None) -> argparse.ArgumentParser:
                    "adapt's)")
     p.add_argument("--prior-tta", default=None, choices=("on", "off"), help="the teacher "
                    "averaged over turns and mirrors (default: adapt's)")
+    p.add_argument("--floor", type=float, default=None, help="the floor loss's weight (0: "
+                   "off, as before session 20; default: adapt's)")
     p.add_argument("--figures", default=None, help="folder for one figure per case")
     p.add_argument("--real", default=None, help="also adapt on the confocal images of the "
                    "shared real pairs in this folder (score against their STED images)")

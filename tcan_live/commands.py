@@ -29,6 +29,11 @@ ADAPT_STEPS = 400
 # frames it fits, a weaker prior cost up to 0.04 SSIM; where it misfits (a wider PSF than it
 # expects, the real pairs) the weaker prior gained up to 0.14 (docs/training.md, session 18)
 ADAPT_RELAXED_PRIOR: float | None = 0.1
+# the weight of the floor loss (train/adapt.py floor_loss): the adapted output may not go
+# below the frame's background level where the initial model did not. Without it a weak prior
+# let the output buy consistency with dark halos beside the structure (docs/training.md,
+# session 20)
+ADAPT_FLOOR_WEIGHT = 100.0
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 Format = Literal["ome-tiff", "ome-zarr"]
@@ -175,6 +180,7 @@ class AdaptOptions(_Options):
     pixel_size_um: float | None = Field(None, gt=0)
     prior_weight: float = Field(1.0, ge=0)
     relaxed_prior_weight: float | None = Field(ADAPT_RELAXED_PRIOR, ge=0)
+    floor_weight: float = Field(ADAPT_FLOOR_WEIGHT, ge=0)
     confocal_fwhm_nm: float | None = Field(None, gt=0)
     device: str = "auto"
     seed: int = 0

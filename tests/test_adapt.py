@@ -589,14 +589,17 @@ def test_the_teacher_sees_the_whole_crop_under_the_same_flip(tiny_model: Path) -
                  AdaptConfig(patch=48, batch=2))  # "frame" is the default
     bm = Batchmaker(Inputs([frame], 0.05, ["f"]), PhotonTransfer(1.0, 0.0, 1.0, 0.0), ad.card,
                     0.5, 64, "split", 0.3, whole=True)
-    x1, x2, x0 = bm.sample(np.random.default_rng(0), 16)
+    got = bm.sample(np.random.default_rng(0), 16)
+    assert set(got) == {"x1", "x2", "whole"}  # no floor asked for
+    x1, x2, x0 = got["x1"], got["x2"], got["whole"]
     assert x1.shape == x2.shape == x0.shape == (16, 1, 64, 64)
     np.testing.assert_allclose(0.3 * x1 + 0.7 * x2, x0, atol=1e-5)
     assert not np.allclose(x1, x0, atol=1e-3)
     assert len(Batchmaker(Inputs([frame], 0.05, ["f"]), PhotonTransfer(1.0, 0.0, 1.0, 0.0),
                           ad.card, 0.5, 64, "split").sample(np.random.default_rng(0), 2)) == 2
     assert ad.batches.whole
-    t1, t2, t0 = (torch.from_numpy(a) for a in ad.batches.sample(np.random.default_rng(1), 2))
+    b = ad.batches.sample(np.random.default_rng(1), 2)
+    t1, t2, t0 = (torch.from_numpy(b[k]) for k in ("x1", "x2", "whole"))
     with torch.no_grad():
         assert float(ad.losses(t1, t2)["prior"]) == 0.0  # the same input: the same output
         assert float(ad.losses(t1, t2, t0)["prior"]) > 0.0
@@ -617,8 +620,9 @@ def test_the_fixed_crops_teacher_is_the_teacher_of_the_drawn_crop(tiny_model: Pa
     inputs = Inputs([frame, frame[::-1], frame[:, ::-1]], 0.05, ["a", "b", "c"])
     ad = Adapter(tiny_model, inputs, AdaptConfig(patch=48, batch=6, prior_bank=4), pt=pt)
     assert len(ad.crops) == 4 and not ad.targets
-    x1, x2, none, t = ad.batch()
-    assert none is None and len(ad.targets) == 4
+    got = ad.batch()
+    assert "whole" not in got and len(ad.targets) == 4
+    x1, x2, t = got["x1"], got["x2"], got["target"]
     assert x1.shape == x2.shape == t.shape == (6, 1, 48, 48)
     whole = 0.5 * x1 + 0.5 * x2  # the crop itself, turned and mirrored as the views
     with torch.no_grad():
@@ -633,7 +637,8 @@ def test_the_fixed_crops_teacher_is_the_teacher_of_the_drawn_crop(tiny_model: Pa
         assert k1 == k2 and np.array_equal(c1, c2)
     plain = Adapter(tiny_model, inputs, AdaptConfig(patch=48, batch=1, prior_bank=4,
                                                     prior_tta=False), pt=pt)
-    x1, x2, _, t = plain.batch()
+    got = plain.batch()
+    x1, x2, t = got["x1"], got["x2"], got["target"]
     whole = 0.5 * x1 + 0.5 * x2
     with torch.no_grad():
         turned = [plain.ref(torch.flip(torch.rot90(whole, r, (2, 3)), d))
@@ -760,3 +765,83 @@ def test_the_first_run_has_half_the_budget(tiny_model: Path,
     else:  # this machine was too slow for one step within half the budget
         assert rec["why"] == "no time left for the second run" and rec["kept"] == "first"
         assert len(budgets) == 1
+
+
+def test_the_background_floor_is_the_frames_background_level() -> None:
+    """The floor is the frame's background (dark light and detector offset, normalised) where
+    part of the field is empty: within the noise left after smoothing to confocal resolution,
+    and not above it; more background, a higher floor."""
+    from tcan_live.sr.normalize import normalize, percentile_affine
+    from tcan_live.train.adapt import background_floor
+
+    rng = np.random.default_rng(8)
+    lines = np.zeros((192, 192))
+    lines[::12, :96] = 1.0  # structure in the left half, the right half empty
+    got = []
+    for dark in (1.0, 4.0):
+        lam = ndimage.gaussian_filter(lines, 2.0)
+        lam = lam / lam.max() * 30.0 + dark
+        d = domain.Detector("gaasp", 30.0, 0.0, 4.0, 100.0, 1.2, 1.0, 16)
+        frame = domain.detect(rng, lam, d)
+        a = percentile_affine(frame, 1.0, 99.9)
+        truth = float(normalize(np.array([100.0 + 4.0 * dark]), a)[0])
+        floor = background_floor(frame, a, 230.0, 0.05)
+        assert truth - 0.03 < floor <= truth + 0.002
+        got.append(floor)
+    assert got[1] > got[0]
+
+
+def test_the_floor_loss_charges_only_new_darkness_below_the_background() -> None:
+    """Zero where the output is at or above the floor, and where it is no darker than the
+    initial model's output; positive, pushing the output up, where it goes below both."""
+    import torch
+
+    from tcan_live.train.adapt import floor_loss
+
+    floor = torch.full((2, 1, 1, 1), 0.1)
+    ref = torch.full((2, 1, 4, 4), 0.1)
+    ref[0, 0, 0, 0] = 0.02  # the initial model's own dark pixel
+    out = ref.clone()
+    assert float(floor_loss(out, ref, floor)) == 0.0  # the initial model itself
+    out[0, 0, 0, 0] = 0.05  # lifting the initial model's dark pixel towards the floor: free
+    out[1] += 0.3
+    assert float(floor_loss(out, ref, floor)) == 0.0
+    halo = out.clone().requires_grad_(True)
+    with torch.no_grad():
+        halo[1, 0, 2, 2] = 0.0  # a new dark pixel, 0.1 below the floor
+    loss = floor_loss(halo, ref, floor)
+    assert float(loss.detach()) == pytest.approx(0.1**2 / 32, rel=1e-5)
+    loss.backward()
+    assert halo.grad is not None and float(halo.grad[1, 0, 2, 2]) < 0
+    assert int((halo.grad != 0).sum()) == 1
+
+
+def test_each_batch_item_carries_its_frames_floor(tiny_model: Path) -> None:
+    """The floor travels with each crop from its own frame (frames of different background),
+    the loss takes it, and with ``floor_weight`` 0 there is none."""
+    import torch
+
+    from tcan_live.train.adapt import background_floor
+
+    rng = np.random.default_rng(12)
+    frames = [domain.detect(rng, _scene(rng, 40.0, 128) + dark,
+                            domain.Detector("gaasp", 40.0, 0.0, 8.0, 50.0, 1.0, 0.5, 16))
+              for dark in (0.5, 5.0, 20.0)]
+    ad = Adapter(tiny_model, Inputs(frames, 0.05, ["a", "b", "c"]),
+                 AdaptConfig(patch=48, batch=16, holdout=0.0, confocal_fwhm_nm=230.0))
+    floors = [background_floor(f, a, 230.0, 0.05)
+              for f, a in zip(ad.batches.inputs.frames, ad.batches.affines, strict=True)]
+    assert len(set(np.round(floors, 4))) == 3
+    ks: list[int] = []
+    place = ad.batches._place
+    ad.batches._place = lambda r: (ks.append((got := place(r))[0]), got)[1]  # type: ignore
+    b = ad.batch()
+    np.testing.assert_allclose(b["floor"].numpy().ravel(), [floors[k] for k in ks])
+    with torch.no_grad():
+        parts = ad.losses(**b)
+    assert "floor" in parts
+    assert float(parts["total"]) == pytest.approx(
+        float(parts["consistency"] + parts["prior"] + 100.0 * parts["floor"]), rel=1e-5)
+    off = Adapter(tiny_model, Inputs(frames, 0.05, ["a", "b", "c"]),
+                  AdaptConfig(patch=48, batch=2, floor_weight=0.0))
+    assert "floor" not in off.batch() and "floor" not in off.losses(**off.batch())

@@ -231,6 +231,7 @@ def test_adapt_bench_step_marks_and_rows_split_over_processes(tiny_model: Path, 
     assert drop(rows) == drop(one)  # an acquisition's rows depend on its seed alone
     for r in one:
         assert r["unseen bg before"] >= 0.0 and r["unseen bg RL"] >= 0.0
+        assert r["unseen under before"] >= 0.0 and r["unseen under after"] >= 0.0
     # the tables made from the rows are the run's own (its command line, its summary)
     assert adapt.main(["--from-rows", f"{tmp_path / 'part0.jsonl'},{tmp_path / 'part1.jsonl'}"]
                       ) == 0

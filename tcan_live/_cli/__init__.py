@@ -476,6 +476,9 @@ def _adapt_parser(sub: Any) -> None:
          help="also adapt with this weaker prior (half the budget each) and keep that model "
               "only where the held-out frames show the initial model wrong at confocal "
               "resolution (the --prior-weight value: one run only)")
+    _opt(p, c, "floor_weight", "--floor-weight", type=float,
+         help="how strongly the output is kept from going below the frame's background "
+              "where the initial model's did not (0: off)")
     _opt(p, c, "confocal_fwhm_nm", "--confocal-fwhm-nm", type=float,
          help="FWHM of your confocal PSF (default: the model card's, 230 nm)")
     _opt(p, c, "device", "--device")
