@@ -279,14 +279,20 @@ def _ssim_of(init: Path, state: dict[str, torch.Tensor], sets: list[Any], px: fl
 
 
 def _kept(record: dict[str, Any]) -> str:
-    """Which run of adapt_model was kept, and the ratio of the two runs' held-out gains."""
+    """Which run of adapt_model was kept, the ratio of the two runs' held-out gains and each
+    run's check verdict (and the relaxed run over the first, in standard errors)."""
     from tcan_live.train.adapt import kept_prior_weight, relaxation_gains
 
     if "relaxed" not in record:
         return f"first ({record['why']})"
     gain = relaxation_gains(record)
+    verdict = {k: "pass" if record[k]["check"]["accepted"] else "fail"
+               for k in ("first", "relaxed")}
+    over = record["relaxed_over_first"]
     return (f"{record['kept']} (prior {kept_prior_weight(record):g}; gain ratio "
-            f"{gain['relaxed'] / gain['first'] if gain['first'] > 0 else float('inf'):.2f})")
+            f"{gain['relaxed'] / gain['first'] if gain['first'] > 0 else float('inf'):.2f}; "
+            f"checks {verdict['first']}/{verdict['relaxed']}; relaxed over first "
+            f"{over['gain'] / max(over['se'], 1e-12):.1f} se)")
 
 
 def _score_adapted(adapter: Any, result: Any, row: dict[str, Any], sets: list[Any],

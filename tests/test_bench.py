@@ -265,6 +265,7 @@ def test_adapt_bench_two_runs_scores_the_run_not_kept(tiny_model: Path, tmp_path
     (row,) = [json.loads(x) for x in rows.read_text().splitlines()[1:]]
     # one held-out tile gives no verdict, so the relaxed run cannot be kept
     assert row["kept"].startswith("first") and row["other"] == "relaxed"
+    assert "checks fail/fail" in row["kept"]  # both runs' verdicts, from their records
     for key in ("own", "unseen"):
         assert -1.0 <= row[f"{key} ssim other"] <= 1.0
     assert "'other': the run of the two" in out and "| relaxed |" in out
