@@ -39,11 +39,12 @@ def _median(values: list[float]) -> float:
     return float(np.median(v)) if v.size else float("nan")
 
 
-def _quality(out: np.ndarray, p: Any, px: float, fwhm: float | None = None
-             ) -> dict[str, float]:
+def _quality(out: np.ndarray, p: Any, px: float, fwhm: float | None = None,
+             norm: Any = None) -> dict[str, float]:
     """One output against the truth: SSIM, the detail-band error and the structure it shows
-    where the truth has none (background grain; metrics.background_grain); with ``fwhm``
-    (a model's output, in the frame's units) also the truth-free undershoot: how far it goes
+    where the truth has none (background grain; metrics.background_grain); with ``fwhm`` and
+    ``norm`` (a model's output, in the frame's units; the model card's normalization, whose
+    affine the Enhancer used) also the truth-free undershoot: how far it goes
     below the frame's background floor (the floor loss's, train/adapt.py), mean over the
     frame in units of the frame's normalised range."""
     from tcan_live.train.metrics import background_grain, detail_band_error, fidelity
@@ -51,11 +52,11 @@ def _quality(out: np.ndarray, p: Any, px: float, fwhm: float | None = None
     got = {"ssim": fidelity(out, p.sted)["ssim"],
            "dbe": detail_band_error(out, p.sted, p.confocal, px),
            "bg": background_grain(out, p.sted, px)}
-    if fwhm is not None:
+    if fwhm is not None and norm is not None:
         from tcan_live.sr.normalize import normalize, percentile_affine
         from tcan_live.train.adapt import background_floor
 
-        a = percentile_affine(p.confocal, 1.0, 99.9)  # the Enhancer's (the card's) affine
+        a = percentile_affine(p.confocal, norm.low, norm.high)
         floor = background_floor(p.confocal, a, fwhm, px)
         got["under"] = float(np.mean(np.clip(floor - normalize(out, a), 0.0, None)))
     return got
@@ -67,7 +68,7 @@ def _scores(enh: Any, pairs: list[Any], px: float, fwhm: float) -> dict[str, flo
     per: dict[str, list[float]] = {}
     for p in pairs:
         out = enh.enhance(p.confocal, px).image
-        for k, v in _quality(out, p, px, fwhm).items():
+        for k, v in _quality(out, p, px, fwhm, enh.card.normalization).items():
             per.setdefault(k, []).append(v)
         # the spread, which both models have (an adapted model has no error head): like
         # is compared with like

@@ -432,8 +432,10 @@ def background_floor(frame: np.ndarray, affine: Affine, confocal_fwhm_nm: float,
     confocal resolution)."""
     from scipy import ndimage
 
-    sigma = confocal_fwhm_nm / 1000 / pixel_size_um / (2 * math.sqrt(2 * math.log(2)))
-    smooth = ndimage.gaussian_filter(normalize(frame, affine), sigma, mode="mirror")
+    from tcan_live.sim.simulate import sigma_px
+
+    smooth = ndimage.gaussian_filter(normalize(frame, affine),
+                                     sigma_px(confocal_fwhm_nm, pixel_size_um), mode="mirror")
     return float(np.percentile(smooth, FLOOR_PERCENTILE))
 
 
