@@ -20,6 +20,7 @@ have no STED); it measures how much of the gap the self-supervised loss leaves.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from dataclasses import replace
@@ -296,6 +297,78 @@ def _kept(record: dict[str, Any]) -> str:
             f"{over['gain'] / max(over['se'], 1e-12):.1f} se)")
 
 
+# what _kept and the 'check' column write, read back by margins()
+_KEPT_RE = re.compile(r"gain ratio (\S+); checks (pass|fail)/(pass|fail); relaxed over first "
+                      r"(\S+) se\)")
+_TILES_RE = re.compile(r"(\d+) tiles\)")
+MARGINS = (1.0, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0)
+
+
+def margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The two-run rule (train/adapt.py prefer_relaxed) replayed at other margins on rows that
+    scored both runs ('kept' and 'other'): per margin, the mean SSIM gain (own, unseen) of
+    the run it would keep, how often that is the weaker prior's, and how often it is the
+    better run (the larger mean of own and unseen gain; within 0.002 counts as a tie, not a
+    miss). The rule's numbers come from the row's ``relaxation`` record (adapt_model's, kept
+    in the rows since session 21); older rows have only the 'kept' column, read as it prints
+    them (the ratio to two decimals, the margin over the first run to one), so there a value
+    that prints equal to its threshold counts as reaching it. 'as run' is the rule's real
+    choice. Rows without both runs (one run, or no time for the second) are left out."""
+    from scipy.stats import t
+
+    from tcan_live.train.adapt import relaxation_gains
+
+    both = []
+    for r in rows:
+        if "own ssim other" not in r or "unseen ssim other" not in r:
+            continue
+        rec = r.get("relaxation") or {}
+        if "relaxed" in rec:
+            gain = relaxation_gains(rec)
+            over = rec["relaxed_over_first"]
+            rule = {"ratio": gain["relaxed"] / gain["first"] if gain["first"] > 0 else np.inf,
+                    "relaxed ok": bool(rec["relaxed"]["check"]["accepted"]),
+                    "over": over["gain"] / max(over["se"], 1e-12),
+                    "tiles": int(rec["relaxed"]["check"]["tiles"])}
+        else:
+            m = _KEPT_RE.search(str(r.get("kept", "")))
+            tiles = _TILES_RE.search(str(r.get("check", "")))
+            if m is None or tiles is None:
+                continue
+            rule = {"ratio": float(m[1]), "relaxed ok": m[3] == "pass", "over": float(m[4]),
+                    "tiles": int(tiles[1])}
+        kept = str(r["kept"]).split()[0]
+        gains = {k: np.array([r[f"{s} ssim {k}"] - r[f"{s} ssim before"]
+                              for s in ("own", "unseen")]) for k in ("after", "other")}
+        both.append({**rule, "critical": float(t.ppf(0.975, rule["tiles"] - 1))
+                     if rule["tiles"] > 1 else np.inf, "kept": kept,
+                     kept: gains["after"],
+                     {"first": "relaxed", "relaxed": "first"}[kept]: gains["other"]})
+    if not both:
+        return []
+    out = []
+    for margin in (*MARGINS, "as run", "never"):
+        chosen = []
+        for b in both:
+            if margin == "as run":
+                relaxed = b["kept"] == "relaxed"
+            else:
+                relaxed = (margin != "never" and b["relaxed ok"] and b["ratio"] >= float(margin)
+                           and b["over"] > b["critical"])
+            pick, other = (b["relaxed"], b["first"]) if relaxed else (b["first"], b["relaxed"])
+            chosen.append((pick, relaxed, pick.mean() - other.mean()))
+        picks = np.array([c[0] for c in chosen])
+        out.append({"margin": margin if isinstance(margin, str) else f"{margin:g}",
+                    "acquisitions": len(chosen),
+                    "own gain mean": float(picks[:, 0].mean()),
+                    "unseen gain mean": float(picks[:, 1].mean()),
+                    "gain min": float(picks.mean(axis=1).min()),
+                    "kept the weaker prior": f"{sum(c[1] for c in chosen)}/{len(chosen)}",
+                    "the better run (or within 0.002)":
+                        f"{sum(c[2] >= -0.002 for c in chosen)}/{len(chosen)}"})
+    return out
+
+
 def _score_adapted(adapter: Any, result: Any, row: dict[str, Any], sets: list[Any],
                    budgets: list[float], at_steps: list[float],
                    snapshots: dict[float, tuple[int, float, dict[str, torch.Tensor]]],
@@ -322,7 +395,9 @@ def _score_adapted(adapter: Any, result: Any, row: dict[str, Any], sets: list[An
                  **({"at_steps": int(mark)} if at_steps else {}),
                  "steps": steps, "min used": used / 60,
                  **({"kept": _kept(result.relaxation), "min used":
-                     result.relaxation.get("seconds", result.seconds) / 60}
+                     result.relaxation.get("seconds", result.seconds) / 60,
+                     # the rule's own numbers (margins() replays it at other margins)
+                     "relaxation": result.relaxation}
                     if result.relaxation else {}),
                  "gain": result.photon_transfer.gain,
                  "check": f"{'pass' if chk.accepted else 'fail'} "
@@ -465,6 +540,7 @@ _OPTIONS = (("prior", "prior"), ("lr", "lr"), ("prior-band", "prior_band"), ("st
 def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]:
     """The docs section's name and body: the command, where it ran, the rows, the summary."""
     from benchmarks.report import table
+    from tcan_live.train.adapt import AdaptConfig
 
     keys = ["family", "photons", "acq", "frames", "budget_min", "min used", "steps",
             "own ssim before",
@@ -483,16 +559,21 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
     if not any("other" in r for r in rows):
         keys = [k for k in keys if "other" not in k]
     default = {"device": "cpu"}
+    replayed = margins(rows)
+    # acquisitions of seeds that do not follow each other (merge_rows): one command per seed
+    seeds: list[int] | None = getattr(args, "seeds", None)
     body = "\n".join([
         f"`python -m benchmarks.adapt --families {args.families or chr(34) * 2} "
         f"--photons {args.photons} "
         f"--frames {args.frames} --budget-min {args.budget_min} --test {args.test} "
-        f"--size {args.size} --seed {args.seed}"
+        f"--size {args.size} --seed {'S' if seeds else args.seed}"
         + "".join(f" --{k} {getattr(args, a)}" for k, a in _OPTIONS
                   if getattr(args, a) is not None and getattr(args, a) != default.get(a))
-        + (f" --acquisitions {args.acquisitions}" if args.acquisitions > 1 else "")
+        + (f" --acquisitions {args.acquisitions}" if args.acquisitions > 1 and not seeds
+           else "")
         + (f" --real {args.real}" if args.real else "")
-        + (" --ceiling" if args.ceiling else "") + f"` on {where}, model "
+        + (" --ceiling" if args.ceiling else "") + "`"
+        + (f" for S in {', '.join(map(str, seeds))}" if seeds else "") + f" on {where}, model "
         f"{args.model}. "
         + ("**'after' is the ceiling: the same recipe supervised by the STED truth, not "
            "self-supervised.** " if args.ceiling else "") +
@@ -522,7 +603,15 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
            "passes beyond Student's t at 97.5%), and the gain with the check (0 where it "
            "failed: watch --adapt keeps the initial model there).",
            "", table(summary(rows))]
-          if args.acquisitions > 1 else [])])
+          if args.acquisitions > 1 else []),
+        *(["", "The two-run rule at other margins (prefer_relaxed; "
+           f"{AdaptConfig.model_fields['relax_margin'].default:g} ships), on these rows, "
+           "which score both runs: the mean SSIM gain of the run each margin keeps, own and "
+           "unseen; the smallest (mean of own and unseen); how often it keeps the weaker "
+           "prior; how often it keeps the better run. 'as run' is the rule's real choice, "
+           "'never' the first run always. Rows from before session 21 give the ratio only "
+           "as 'kept' prints it, to two decimals.", "", table(replayed)]
+          if args.acquisitions > 1 and replayed else [])])
     section = ("adapt-" + ("ceiling-" if args.ceiling else "")
                + ("real-" if args.real else "")
                + (f"{args.acquisitions}acq-" if args.acquisitions > 1 else "")
@@ -534,6 +623,10 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
                + (f"tta{args.prior_tta}-" if args.prior_tta is not None else "")
                + (f"p{args.split_p:g}-" if args.split_p is not None else "")
                + (f"floor{args.floor:g}-" if args.floor is not None else "")
+               # a step limit is named in the tables with --floor (the older ones keep their
+               # names)
+               + (f"steps{args.steps}-" if args.steps is not None and args.floor is not None
+                  and not args.at_steps else "")
                + (f"lr{args.lr:g}-" if args.lr is not None and args.at_steps else "")
                + (f"prior{args.prior:g}-" if args.prior is not None and args.at_steps else "")
                + (f"{args.at_steps.replace(',', '-')}steps" if args.at_steps
@@ -550,15 +643,17 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
                   and not args.families.startswith("asters") else "")
                # the series' tables start at seed 4203; a run on other acquisitions is named
                # so that it does not overwrite them
-               + ("" if args.real or args.seed == 4203 else f"-seed{args.seed}"))
+               + ("" if args.real or (args.seed == 4203 and not seeds)
+                  else f"-seeds{'-'.join(map(str, seeds))}" if seeds else f"-seed{args.seed}"))
     return section, body
 
 
 def merge_rows(files: list[Path]) -> tuple[Any, list[dict[str, Any]], str]:
     """The command line, rows and machine of ``--rows`` files. Several files must be one run's
     acquisitions split over processes (the same command but ``--seed`` and
-    ``--acquisitions``, together a run of consecutive seeds): an acquisition's rows depend on
-    its seed alone, so they are the rows of that one command."""
+    ``--acquisitions``): an acquisition's rows depend on its seed alone, so they are the rows
+    of that one command where the seeds follow each other, and of that command once per seed
+    where they do not (the command line's ``seeds`` then lists them; report names them)."""
     heads, rows = [], []
     for f in files:
         lines = f.read_text(encoding="utf-8").splitlines()
@@ -573,8 +668,10 @@ def merge_rows(files: list[Path]) -> tuple[Any, list[dict[str, Any]], str]:
             if {k: v for k, v in vars(r).items() if k in same} != same:
                 raise SystemExit("--from-rows: the files are not one command's acquisitions")
             seeds += range(r.seed, r.seed + r.acquisitions)
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"--from-rows: the seeds {sorted(seeds)} repeat")
         if sorted(seeds) != list(range(min(seeds), min(seeds) + len(seeds))):
-            raise SystemExit(f"--from-rows: the seeds {sorted(seeds)} are not consecutive")
+            ran.seeds = sorted(seeds)
         ran.seed, ran.acquisitions = min(seeds), len(seeds)
     where = heads[0]["machine"] + (f" (its acquisitions in {len(files)} processes side by "
                                    "side)" if len(files) > 1 else "")

@@ -241,6 +241,18 @@ def test_adapt_bench_step_marks_and_rows_split_over_processes(tiny_model: Path, 
     assert summary == [line for line in whole.splitlines()
                        if line.startswith("| asters | 20 | 2 | 5 |")]
     assert "--seed 4200 --at-steps 3,6 --acquisitions 2`" in merged
+    # acquisitions whose seeds do not follow each other: the command once per seed, named
+    assert adapt.main([*common, "--seed", "4203", "--rows", str(tmp_path / "part3.jsonl")]) == 0
+    capsys.readouterr()
+    ran, rows, _ = adapt.merge_rows([tmp_path / "part3.jsonl", tmp_path / "part0.jsonl"])
+    assert (ran.seed, ran.acquisitions, ran.seeds) == (4200, 2, [4200, 4203])
+    assert sorted({r["acq"] for r in rows}) == [4200, 4203]
+    section, body = adapt.report(ran, rows, "here")
+    assert section.endswith("-seeds4200-4203")
+    assert "--seed S --at-steps 3,6` for S in 4200, 4203 on here" in body
+    assert "--acquisitions" not in body
+    with pytest.raises(SystemExit, match="repeat"):
+        adapt.merge_rows([tmp_path / "part0.jsonl", tmp_path / "part0.jsonl"])
     # rows of two different commands are refused
     assert adapt.main([*common, "--seed", "4202", "--lr", "0.001",
                        "--rows", str(tmp_path / "other.jsonl")]) == 0
@@ -269,6 +281,49 @@ def test_adapt_bench_two_runs_scores_the_run_not_kept(tiny_model: Path, tmp_path
     for key in ("own", "unseen"):
         assert -1.0 <= row[f"{key} ssim other"] <= 1.0
     assert "'other': the run of the two" in out and "| relaxed |" in out
+    # the rule's own numbers travel with the row (margins() replays it from them)
+    assert row["relaxation"]["kept"] == "first" and "relaxed" in row["relaxation"]
+
+
+def test_adapt_bench_replays_the_two_run_rule_at_other_margins() -> None:
+    """margins(): which run the rule would keep at each margin, from the row's relaxation
+    record or, in older rows, from the 'kept' and 'check' columns as printed; the gains are
+    the kept and the other run's SSIM against the truth."""
+    from benchmarks import adapt
+
+    check = {"se": 0.001, "tiles": 18, "accepted": True}
+    rec = {"prior_weight": 0.1, "margin": 1.35, "kept": "first",
+           "first": {"prior_weight": 1.0, "steps": 1, "check": {**check, "before": 1.0,
+                                                                "after": 0.99}},
+           "relaxed": {"steps": 1, "check": {**check, "before": 1.0, "after": 0.98}},
+           "relaxed_over_first": {"gain": 0.01, "se": 0.002}}
+    kept = adapt._kept(rec)  # ratio 2, 5 standard errors beyond the first run
+    assert adapt._KEPT_RE.search(kept) is not None  # what margins() reads in older rows
+    ssim = lambda own, unseen: {"own ssim before": 0.8, "unseen ssim before": 0.8,  # noqa: E731
+                                "own ssim after": own, "unseen ssim after": unseen}
+    a = {**ssim(0.82, 0.82), "own ssim other": 0.85, "unseen ssim other": 0.85,
+         "kept": kept, "relaxation": rec, "check": "pass -1.00% (10.0 se, 18 tiles)"}
+    # an older row: the relaxed run kept at ratio 1.25 and lost; the first run gained
+    b = {**ssim(0.79, 0.79), "own ssim other": 0.81, "unseen ssim other": 0.81,
+         "kept": "relaxed (prior 0.1; gain ratio 1.25; checks pass/pass; relaxed over first "
+                 "3.0 se)", "check": "pass -1.00% (3.0 se, 18 tiles)"}
+    one_run = {**ssim(0.9, 0.9), "kept": "first (no time left for the second run)"}
+    table = {r["margin"]: r for r in adapt.margins([a, b, one_run])}
+    assert all(r["acquisitions"] == 2 for r in table.values())
+    mean = lambda m: table[m]["own gain mean"]  # noqa: E731
+    assert mean("1.2") == pytest.approx((0.05 - 0.01) / 2)  # both relaxed
+    assert mean("1.3") == pytest.approx((0.05 + 0.01) / 2)  # a relaxed, b first
+    assert mean("2") == pytest.approx(mean("1.3"))  # a's ratio 2 reaches the margin 2
+    assert mean("never") == pytest.approx((0.02 + 0.01) / 2)
+    assert mean("as run") == pytest.approx((0.02 - 0.01) / 2)
+    assert table["1.3"]["the better run (or within 0.002)"] == "2/2"
+    assert table["as run"]["the better run (or within 0.002)"] == "0/2"
+    assert table["1.2"]["kept the weaker prior"] == "2/2"
+    assert table["never"]["kept the weaker prior"] == "0/2"
+    # the relaxed run within noise of the first is not kept at any margin
+    near = {**a, "relaxation": {**rec, "relaxed_over_first": {"gain": 0.01, "se": 0.01}}}
+    assert {r["kept the weaker prior"] for r in adapt.margins([near])} == {"0/1"}
+    assert adapt.margins([one_run]) == []
 
 
 def test_restore_bench_compares_with_and_without_on_every_family(tiny_model: Path,

@@ -6,9 +6,11 @@
 # `python -m benchmarks.adapt --from-rows A.jsonl,B.jsonl --write-docs` makes the tables here.
 # Needs the wheels of tools/gpu_check.sh in .whl/ and the real pairs copied to
 # .gpudata/confocal_sted (both git-ignored through .git/info/exclude; carried).
-# Usage there: bash tools/gpu_adapt.sh [SECONDS [long]]   (each process's limit, default 480;
+# Usage there: bash tools/gpu_adapt.sh [SECONDS [long|rule]]   (each process's limit, default 480;
 # long: six processes of one acquisition each, to 4000 steps or $BUDGET minutes (3.5), and the ceiling
-# without the prior)
+# without the prior; rule: `tcan-live adapt`'s two runs as shipped (400 steps each, the floor,
+# the relaxed prior 0.1) on 32 fresh acquisitions, 16 processes of two: the same steps as on
+# the 2-core CPU in 10 minutes, so the rows are what the CPU would give, on many more seeds)
 set -uo pipefail
 LIMIT=${1:-480}
 ROWS=/tmp/adapt-rows
@@ -25,7 +27,18 @@ job() {  # job NAME ARGS...: one benchmark process in the background
   timeout "$LIMIT" python3 -m benchmarks.adapt "${COMMON[@]}" "$@" \
     --rows "$ROWS/$name.jsonl" >"$ROWS/$name.log" 2>&1 &
 }
-if [ "${2:-}" = long ]; then  # fewer processes, each one acquisition, up to 3.5 minutes
+if [ "${2:-}" = rule ]; then  # four cases, each eight consecutive seeds over four processes
+  COMMON=(--frames 8 --test 2 --size 160 --prior-input frame --device cuda --threads 1
+          --budget-min 10 --relaxed-prior 0.1 --floor 100 --acquisitions 2)
+  base=4250
+  for case in asters:10 honeycomb:10 asters:30 honeycomb:30; do
+    fam=${case%:*}; ph=${case#*:}
+    for k in 0 2 4 6; do
+      job "rule-$fam-$ph-$((base + k))" --families "$fam" --photons "$ph" --seed $((base + k))
+    done
+    base=$((base + 10))
+  done
+elif [ "${2:-}" = long ]; then  # fewer processes, each one acquisition, up to 3.5 minutes
   COMMON=("${COMMON[@]:0:14}" --budget-min "${BUDGET:-3.5}")
   for fam in asters honeycomb; do
     for seed in 4203 4204 4205; do
