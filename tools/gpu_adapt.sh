@@ -10,7 +10,8 @@
 # long: six processes of one acquisition each, to 4000 steps or $BUDGET minutes (3.5), and the ceiling
 # without the prior; rule: `tcan-live adapt`'s two runs as shipped (400 steps each, the floor,
 # the relaxed prior 0.1) on 32 fresh acquisitions, 16 processes of two: the same steps as on
-# the 2-core CPU in 10 minutes, so the rows are what the CPU would give, on many more seeds)
+# the 2-core CPU in 10 minutes, so the rows are what the CPU would give, on many more seeds;
+# with STEPS=N each run stops at N steps instead, one acquisition per process, the even seeds)
 set -uo pipefail
 LIMIT=${1:-480}
 ROWS=/tmp/adapt-rows
@@ -30,11 +31,13 @@ job() {  # job NAME ARGS...: one benchmark process in the background
 if [ "${2:-}" = rule ]; then  # four cases, each eight consecutive seeds over four processes
   COMMON=(--frames 8 --test 2 --size 160 --prior-input frame --device cuda --threads 1
           --budget-min 10 --relaxed-prior 0.1 --floor 100 --acquisitions 2)
+  if [ -n "${STEPS:-}" ]; then COMMON=("${COMMON[@]:0:18}" --steps "$STEPS"); fi
   base=4250
   for case in asters:10 honeycomb:10 asters:30 honeycomb:30; do
     fam=${case%:*}; ph=${case#*:}
     for k in 0 2 4 6; do
-      job "rule-$fam-$ph-$((base + k))" --families "$fam" --photons "$ph" --seed $((base + k))
+      job "rule${STEPS:-}-$fam-$ph-$((base + k))" --families "$fam" --photons "$ph" \
+        --seed $((base + k))
     done
     base=$((base + 10))
   done
