@@ -316,27 +316,29 @@ def margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     choice. Rows without both runs (one run, or no time for the second) are left out."""
     from scipy.stats import t
 
-    from tcan_live.train.adapt import relaxation_gains
+    from tcan_live.train.adapt import relaxation_gains, relaxed_wins
 
-    both = []
+    both: list[dict[str, Any]] = []
     for r in rows:
+        rule: dict[str, Any]
         if "own ssim other" not in r or "unseen ssim other" not in r:
             continue
         rec = r.get("relaxation") or {}
         if "relaxed" in rec:
             gain = relaxation_gains(rec)
             over = rec["relaxed_over_first"]
-            rule = {"ratio": gain["relaxed"] / gain["first"] if gain["first"] > 0 else np.inf,
+            # the rule's own arguments: the two gains, the verdict, the paired margin
+            rule = {"gains": (gain["first"], gain["relaxed"]),
                     "relaxed ok": bool(rec["relaxed"]["check"]["accepted"]),
-                    "over": over["gain"] / max(over["se"], 1e-12),
+                    "over": (over["gain"], over["se"]),
                     "tiles": int(rec["relaxed"]["check"]["tiles"])}
-        else:
+        else:  # as printed: the ratio stands for the gains, the margin in se for the pair
             m = _KEPT_RE.search(str(r.get("kept", "")))
             tiles = _TILES_RE.search(str(r.get("check", "")))
             if m is None or tiles is None:
                 continue
-            rule = {"ratio": float(m[1]), "relaxed ok": m[3] == "pass", "over": float(m[4]),
-                    "tiles": int(tiles[1])}
+            rule = {"gains": (1.0, float(m[1])), "relaxed ok": m[3] == "pass",
+                    "over": (float(m[4]), 1.0), "tiles": int(tiles[1])}
         kept = str(r["kept"]).split()[0]
         gains = {k: np.array([r[f"{s} ssim {k}"] - r[f"{s} ssim before"]
                               for s in ("own", "unseen")]) for k in ("after", "other")}
@@ -353,8 +355,10 @@ def margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if margin == "as run":
                 relaxed = b["kept"] == "relaxed"
             else:
-                relaxed = (margin != "never" and b["relaxed ok"] and b["ratio"] >= float(margin)
-                           and b["over"] > b["critical"])
+                (g_first, g_relaxed), (mean, se) = b["gains"], b["over"]
+                relaxed = margin != "never" and relaxed_wins(
+                    g_first, g_relaxed, b["relaxed ok"], (mean, se, b["critical"]),
+                    float(margin))
             pick, other = (b["relaxed"], b["first"]) if relaxed else (b["first"], b["relaxed"])
             chosen.append((pick, relaxed, pick.mean() - other.mean()))
         picks = np.array([c[0] for c in chosen])

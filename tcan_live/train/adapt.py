@@ -537,10 +537,17 @@ def prefer_relaxed(first: HeldOutCheck, relaxed: HeldOutCheck, between: tuple[fl
     finer than the PSF, which the check cannot see; weakening it costs there (on frames the
     initial model fits, SSIM fell by 0.04, docs/training.md), so it is given up only where the
     data show the initial model is wrong at the resolution they have."""
-    gain_first = first.before - first.after
-    gain_relaxed = relaxed.before - relaxed.after
+    return relaxed_wins(first.before - first.after, relaxed.before - relaxed.after,
+                        relaxed.accepted, between, margin)
+
+
+def relaxed_wins(gain_first: float, gain_relaxed: float, relaxed_accepted: bool,
+                 between: tuple[float, float, float], margin: float) -> bool:
+    """prefer_relaxed on its numbers (the benchmark replays it from recorded runs): each run's
+    held-out consistency gain, the relaxed run's verdict, and ``between`` (mean, standard error,
+    critical t) of the relaxed model over the first."""
     mean, se, critical = between
-    return (relaxed.accepted and gain_relaxed >= margin * max(gain_first, 0.0)
+    return (relaxed_accepted and gain_relaxed >= margin * max(gain_first, 0.0)
             and mean > critical * se)
 
 
