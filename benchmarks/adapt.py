@@ -312,11 +312,10 @@ def margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     miss). The rule's numbers come from the row's ``relaxation`` record (adapt_model's, kept
     in the rows since session 21); older rows have only the 'kept' column, read as it prints
     them (the ratio to two decimals, the margin over the first run to one), so there a value
-    that prints equal to its threshold counts as reaching it. 'as run' is the rule's real
+    that prints equal to its threshold counts as reaching it and the margin over the first
+    run can fall on the wrong side of the t bound by rounding. 'as run' is the rule's real
     choice. Rows without both runs (one run, or no time for the second) are left out."""
-    from scipy.stats import t
-
-    from tcan_live.train.adapt import relaxation_gains, relaxed_wins
+    from tcan_live.train.adapt import critical_t, relaxation_gains, relaxed_wins
 
     both: list[dict[str, Any]] = []
     for r in rows:
@@ -342,8 +341,7 @@ def margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kept = str(r["kept"]).split()[0]
         gains = {k: np.array([r[f"{s} ssim {k}"] - r[f"{s} ssim before"]
                               for s in ("own", "unseen")]) for k in ("after", "other")}
-        both.append({**rule, "critical": float(t.ppf(0.975, rule["tiles"] - 1))
-                     if rule["tiles"] > 1 else np.inf, "kept": kept,
+        both.append({**rule, "critical": critical_t(rule["tiles"]), "kept": kept,
                      kept: gains["after"],
                      {"first": "relaxed", "relaxed": "first"}[kept]: gains["other"]})
     if not both:
@@ -613,8 +611,10 @@ def report(args: Any, rows: list[dict[str, Any]], where: str) -> tuple[str, str]
            "which score both runs: the mean SSIM gain of the run each margin keeps, own and "
            "unseen; the smallest (mean of own and unseen); how often it keeps the weaker "
            "prior; how often it keeps the better run. 'as run' is the rule's real choice, "
-           "'never' the first run always. Rows from before session 21 give the ratio only "
-           "as 'kept' prints it, to two decimals.", "", table(replayed)]
+           "'never' the first run always. Rows from before session 21 give the rule's numbers "
+           "only as 'kept' prints them (the ratio to two decimals, the relaxed run's margin "
+           "over the first to one), so a replay can differ from 'as run' by rounding.", "",
+           table(replayed)]
           if args.acquisitions > 1 and replayed else [])])
     section = ("adapt-" + ("ceiling-" if args.ceiling else "")
                + ("real-" if args.real else "")

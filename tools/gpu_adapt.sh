@@ -30,8 +30,8 @@ job() {  # job NAME ARGS...: one benchmark process in the background
 }
 if [ "${2:-}" = rule ]; then  # four cases, each eight consecutive seeds over four processes
   COMMON=(--frames 8 --test 2 --size 160 --prior-input frame --device cuda --threads 1
-          --budget-min 10 --relaxed-prior 0.1 --floor 100 --acquisitions 2)
-  if [ -n "${STEPS:-}" ]; then COMMON=("${COMMON[@]:0:18}" --steps "$STEPS"); fi
+          --budget-min 10 --relaxed-prior 0.1 --floor 100)
+  if [ -n "${STEPS:-}" ]; then COMMON+=(--steps "$STEPS"); else COMMON+=(--acquisitions 2); fi
   base=4250
   for case in asters:10 honeycomb:10 asters:30 honeycomb:30; do
     fam=${case%:*}; ph=${case#*:}

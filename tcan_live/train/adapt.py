@@ -475,13 +475,8 @@ class HeldOutCheck:
 
     @property
     def critical(self) -> float:
-        """How many standard errors the improvement must exceed: Student's t at 97.5% with
-        tiles - 1 degrees of freedom (no verdict from a single tile)."""
-        if self.tiles < 2:
-            return math.inf
-        from scipy.stats import t
-
-        return float(t.ppf(0.975, self.tiles - 1))
+        """How many standard errors the improvement must exceed (:func:`critical_t`)."""
+        return critical_t(self.tiles)
 
     @property
     def accepted(self) -> bool:
@@ -516,16 +511,24 @@ class AdaptResult:
     relaxation: dict[str, Any] | None = None
 
 
+def critical_t(tiles: int) -> float:
+    """The held-out verdicts' bound: Student's t at 97.5% with tiles - 1 degrees of freedom,
+    in standard errors of the mean paired difference (inf: no verdict from a single tile)."""
+    if tiles < 2:
+        return math.inf
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, tiles - 1))
+
+
 def paired_gain(better: np.ndarray, worse: np.ndarray, tiles: int) -> tuple[float, float, float]:
     """Mean over tiles of ``worse - better`` (per-view losses, draws averaged per tile), its
     standard error, and Student's t at 97.5% (inf for a single tile)."""
     diff = (worse - better).reshape(tiles, -1).mean(axis=1)
     if tiles < 2:
         return float(diff.mean()), 0.0, math.inf
-    from scipy.stats import t
-
     return (float(diff.mean()), float(np.std(diff, ddof=1) / math.sqrt(tiles)),
-            float(t.ppf(0.975, tiles - 1)))
+            critical_t(tiles))
 
 
 def prefer_relaxed(first: HeldOutCheck, relaxed: HeldOutCheck, between: tuple[float, float, float],
